@@ -1,0 +1,1 @@
+"""Analysis half of mnist-mlp-bench: result files in, tidy DataFrame, figures and REPORT.md out."""

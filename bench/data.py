@@ -1,0 +1,97 @@
+"""MNIST in Keras' layout: find it (MNIST_NPZ, --mnist, Keras' cache, download), check it, prepare it."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ENV_VAR = "MNIST_NPZ"
+EXPECTED = {
+    "x_train": ((60000, 28, 28), np.uint8),
+    "y_train": ((60000,), np.uint8),
+    "x_test": ((10000, 28, 28), np.uint8),
+    "y_test": ((10000,), np.uint8),
+}
+
+
+class DataError(ValueError):
+    """MNIST could not be found or is not MNIST; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Mnist:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+    def prepared(self, train_size: int):
+        """The lecture's preprocessing: the first `train_size` images flattened, scaled to [0, 1]; one-hot labels."""
+        def x(a):
+            return (a.reshape(len(a), 784).astype(np.float32) / 255.0)
+
+        def y(a):
+            return np.eye(10, dtype=np.float32)[a]
+
+        return x(self.x_train[:train_size]), y(self.y_train[:train_size]), x(self.x_test), y(self.y_test)
+
+
+def keras_cache_path() -> Path:
+    """Where `keras.datasets.mnist.load_data()` keeps its download."""
+    home = os.environ.get("KERAS_HOME")
+    base = Path(home) if home else Path.home() / ".keras"
+    return base / "datasets" / "mnist.npz"
+
+
+def read_npz(path: str | os.PathLike) -> Mnist:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"MNIST file {str(path)!r} does not exist; give a Keras-layout mnist.npz")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = sorted(set(EXPECTED) - set(f.files))
+            if missing:
+                raise DataError(f"MNIST file {str(path)!r} lacks {', '.join(missing)}; "
+                                f"expected keys {', '.join(EXPECTED)} (Keras' mnist.npz layout)")
+            arrays = {k: f[k] for k in EXPECTED}
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"MNIST file {str(path)!r} is not a readable .npz ({type(exc).__name__}: {exc})") from None
+    return _checked(arrays, str(path.resolve()))
+
+
+def _checked(arrays: dict, source: str) -> Mnist:
+    for key, (shape, dtype) in EXPECTED.items():
+        a = arrays[key]
+        if a.shape != shape or a.dtype != dtype:
+            raise DataError(f"MNIST from {source!r}: {key} is {a.dtype}{list(a.shape)}, "
+                            f"expected {np.dtype(dtype)}{list(shape)}")
+    if arrays["y_train"].max() > 9 or arrays["y_test"].max() > 9:
+        raise DataError(f"MNIST from {source!r}: labels outside 0-9")
+    return Mnist(source=source, **arrays)
+
+
+def load_mnist(path: str | os.PathLike | None = None) -> Mnist:
+    """MNIST from `path`, else $MNIST_NPZ, else Keras' cache, else Keras' own download."""
+    if path:
+        return read_npz(path)
+    if os.environ.get(ENV_VAR):
+        return read_npz(os.environ[ENV_VAR])
+    cache = keras_cache_path()
+    if cache.is_file():
+        return read_npz(cache)
+    from bench.tf_setup import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    except Exception as exc:  # any download failure: no network, proxy, HTTP error
+        raise DataError(f"MNIST is not available offline and could not be downloaded ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); "
+                        f"set {ENV_VAR} to a Keras-layout mnist.npz or place it at {cache}") from None
+    return _checked(dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test),
+                    "keras.datasets.mnist.load_data()")

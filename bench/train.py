@@ -1,0 +1,131 @@
+"""The training harness: one grid cell in, one flat run record (DESIGN.md's contract) out."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+from bench.gpu import GpuSampler
+from bench.grid import MAX_CURVE_POINTS, MNIST_TEST_SIZE, SCHEMA, RunConfig
+from bench.model import CurveRecorder, build_mlp, make_optimizer
+from bench.tf_setup import determinism, gpu_devices, keras, tf
+
+EVAL_BATCH_SIZE = 1000  # evaluation is untimed; a fixed batch keeps its cost independent of the grid
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Times each epoch's training steps, then (untimed) evaluates on the test set and checks for NaN."""
+
+    def __init__(self, x_test, y_test, sampler: GpuSampler):
+        super().__init__()
+        self.x_test, self.y_test, self.sampler = x_test, y_test, sampler
+        self.times, self.test_acc, self.test_loss, self.train_loss = [], [], [], []
+        self.diverged = False
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.sampler.start_epoch()
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float(logs["loss"])  # a host read: waits for the device to finish the epoch
+        self.times.append(time.perf_counter() - self._start)
+        self.sampler.end_epoch()
+        self.train_loss.append(loss)
+        if not math.isfinite(loss):
+            self.diverged = True
+            self.model.stop_training = True
+            return
+        result = self.model.evaluate(self.x_test, self.y_test, batch_size=EVAL_BATCH_SIZE, verbose=0,
+                                     return_dict=True)
+        self.test_loss.append(float(result["loss"]))
+        self.test_acc.append(float(result["accuracy"]))
+
+
+def _median_steady(times: list) -> float | None:
+    """Median epoch time without the first epoch (tracing/compilation); the first if it is all there is."""
+    if not times:
+        return None
+    return statistics.median(times[1:]) if len(times) > 1 else times[0]
+
+
+def _finite(x):
+    return x if x is not None and math.isfinite(x) else None
+
+
+def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampler: GpuSampler | None = None) -> dict:
+    """Train one cell on `data` (a bench.data.Mnist) and return its run record (plain JSON types)."""
+    keras.backend.clear_session(free_memory=True)
+    keras.utils.set_random_seed(cfg.seed)
+    x_train, y_train, x_test, y_test = data.prepared(cfg.train_size)
+
+    recorder = CurveRecorder(cfg.expected_updates, max_curve_points)
+    model = build_mlp(cfg.activation, recorder)
+    optimizer = make_optimizer(cfg.optimizer)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    sampler = sampler or GpuSampler()
+    clock = EpochClock(x_test, y_test, sampler)
+
+    status, error = "ok", None
+    started = time.perf_counter()
+    with sampler:
+        try:
+            model.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
+                      verbose=0, callbacks=[clock])
+        except tf.errors.ResourceExhaustedError as exc:
+            status, error = "oom", f"out of memory: {exc.message.splitlines()[0][:300]}"
+        except MemoryError as exc:
+            status, error = "oom", f"out of host memory: {exc}"
+    fit_wall = time.perf_counter() - started
+    if clock.diverged:
+        status, error = "diverged", f"training loss became {clock.train_loss[-1]} in epoch {len(clock.train_loss)}"
+
+    train_eval = {"loss": None, "accuracy": None}
+    if status == "ok":
+        train_eval = model.evaluate(x_train, y_train, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
+    loss_curve, grad_norm_curve = recorder.curves()
+    times = clock.times
+    epoch_time = _median_steady(times)
+    return {
+        "schema": SCHEMA,
+        "status": status,
+        "error": error,
+        "profile": cfg.profile,
+        "optimizer": cfg.optimizer,
+        "batch_size": cfg.batch_size,
+        "full_batch": cfg.full_batch,
+        "activation": cfg.activation,
+        "seed": cfg.seed,
+        "train_size": cfg.train_size,
+        "test_size": MNIST_TEST_SIZE,
+        "epochs": cfg.epochs,
+        "epochs_done": len(times),
+        "learning_rate": float(f"{float(keras.ops.convert_to_numpy(optimizer.learning_rate)):.7g}"),
+        "updates": int(optimizer.iterations.numpy()),
+        "steps_per_epoch": cfg.steps_per_epoch,
+        "epoch_times_s": [float(t) for t in times],
+        "fit_wall_s": fit_wall,
+        "first_epoch_s": float(times[0]) if times else None,
+        "epoch_time_s": epoch_time,
+        "time_per_update_s": epoch_time / cfg.steps_per_epoch if epoch_time else None,
+        "examples_per_s": cfg.train_size / epoch_time if epoch_time else None,
+        "train_loss": train_eval["loss"] and _finite(float(train_eval["loss"])),
+        "train_accuracy": train_eval["accuracy"] and float(train_eval["accuracy"]),
+        "test_loss": clock.test_loss[-1] if clock.test_loss and status == "ok" else None,
+        "test_accuracy": clock.test_acc[-1] if clock.test_acc and status == "ok" else None,
+        "test_accuracy_by_epoch": clock.test_acc,
+        "train_loss_by_epoch": [_finite(v) for v in clock.train_loss],
+        "loss_curve": [[u, _finite(v)] for u, v in loss_curve],
+        "grad_norm_curve": [[u, _finite(v)] for u, v in grad_norm_curve],
+        "curve_stride": recorder.stride,
+        "diverged": status == "diverged",
+        "gpu": sampler.summary(),
+        "dispatch": {
+            "backend": keras.backend.backend(),
+            "device": "GPU" if gpu_devices() else "CPU",
+            "jit_compile": bool(model.jit_compile),
+            "steps_per_execution": int(model.steps_per_execution),
+            "op_determinism": determinism(),
+        },
+    }

@@ -1,0 +1,116 @@
+"""pytest options of the suite, the grid's parametrization, the run fixture, and machine_info enrichment."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import grid, store
+
+GRID_OPTIONS = {
+    # option: (dest, help)
+    "--bench-profile": ("profile", f"protocol: {', '.join(f'{p.name} ({p.train_size:,} examples, {p.epochs} epochs)' for p in grid.PROFILES.values())}; default {grid.DEFAULT_PROFILE}"),
+    "--batch-sizes": ("batch_sizes", "comma-separated batch sizes, 'full' = whole training set (default: the profile's)"),
+    "--optimizers": ("optimizers", "comma-separated Keras optimizer names, 'lecture' (the lecture's seven, default) or 'all'"),
+    "--epochs": ("epochs", "epochs per run (default: the profile's)"),
+    "--train-size": ("train_size", "first N MNIST training examples, 1 to 60000 (default: the profile's)"),
+    "--seeds": ("seeds", "comma-separated seeds (default: 0)"),
+    "--activation": ("activation", "hidden activation: sigmoid (the lecture's, default) or relu"),
+}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("mnist-mlp-bench")
+    for option, (dest, help_) in GRID_OPTIONS.items():
+        group.addoption(option, dest=f"bench_{dest}", default=None, help=help_)
+    group.addoption("--mnist", dest="bench_mnist", default=None,
+                    help="Keras-layout mnist.npz (default: $MNIST_NPZ, then Keras' cache, then download)")
+    group.addoption("--bench-store", dest="bench_store", default=store.DEFAULT_PATH,
+                    help=f"JSON-lines file each finished run is appended to at once (default {store.DEFAULT_PATH})")
+    group.addoption("--deterministic", dest="bench_deterministic", action="store_true",
+                    help="TensorFlow op determinism (slower; CPU runs are reproducible without it)")
+
+
+def pytest_configure(config):
+    try:
+        config.bench_sweep = grid.parse_sweep(**{
+            dest: config.getoption(f"bench_{dest}") for dest, _ in GRID_OPTIONS.values()})
+    except grid.BadOption as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_generate_tests(metafunc):
+    if "cell" not in metafunc.fixturenames:
+        return
+    cells = metafunc.config.bench_sweep.cells()
+    metafunc.parametrize(
+        "optimizer,batch_size,seed",
+        [(c.optimizer, grid.FULL if c.full_batch else c.batch_size, c.seed) for c in cells],
+        ids=[c.test_id for c in cells],
+    )
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # Load MNIST once, before any run, so a bad path is one usage error rather than N test errors.
+    if any("cell" in getattr(item, "fixturenames", ()) for item in items):
+        from bench.data import DataError, load_mnist
+
+        try:
+            config.bench_mnist_data = load_mnist(config.getoption("bench_mnist"))
+        except DataError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if config.getoption("bench_deterministic"):
+            from bench.tf_setup import enable_determinism
+
+            enable_determinism()
+
+
+@pytest.fixture
+def cell(request, optimizer, batch_size, seed) -> grid.RunConfig:
+    sweep = request.config.bench_sweep
+    return next(c for c in sweep.cells()
+                if (c.optimizer, grid.FULL if c.full_batch else c.batch_size, c.seed) == (optimizer, batch_size, seed))
+
+
+@pytest.fixture
+def mnist(request):
+    return request.config.bench_mnist_data
+
+
+@pytest.fixture
+def run_cell(request, benchmark, mnist):
+    """Train one cell, hand its epoch times to pytest-benchmark and its record to extra_info and the store."""
+    from bench.train import run
+
+    def _run(cfg: grid.RunConfig) -> dict:
+        record = run(cfg, mnist)
+        benchmark.group = cfg.optimizer
+        benchmark.extra_info.update(record)
+        if benchmark.enabled:
+            record_epoch_times(benchmark, record)
+        store.append(request.config.getoption("bench_store"), request.node.nodeid, record)
+        return record
+
+    return _run
+
+
+def record_epoch_times(benchmark, record: dict) -> None:
+    """Make pytest-benchmark's stats the run's steady-state epoch times.
+
+    A Keras epoch cannot be re-run as a pytest-benchmark round (each round would be a new fit
+    with its own set-up), so the times measured inside one fit are fed to the fixture's stats
+    object. This uses the fixture's internal `_make_stats`; tests check the JSON it produces.
+    """
+    times = record["epoch_times_s"]
+    steady = times[1:] or times  # the first epoch includes tracing: kept apart as first_epoch_s
+    if not steady:  # failed before one epoch ended: still a row, with the time it took
+        steady = [record["fit_wall_s"]]
+    benchmark._mode = "mnist-mlp-bench epoch times"
+    stats = benchmark._make_stats(1)
+    for t in steady:
+        stats.update(t)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    from bench.machine import machine_identity
+
+    machine_info.update(machine_identity())

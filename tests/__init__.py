@@ -1,0 +1,1 @@
+"""Fast checks of bench/ and analysis/ (not benchmarks)."""

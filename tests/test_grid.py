@@ -1,0 +1,75 @@
+"""Option parsing: the grid each profile declares, every override, and the one-line errors for bad values."""
+
+import pytest
+
+from bench import grid
+
+
+def test_profiles_match_design():
+    assert grid.parse_sweep("smoke").batch_sizes == (1, 10, 100, 1000)
+    quick = grid.parse_sweep()
+    assert (quick.profile, quick.train_size, quick.batch_sizes) == ("quick", 10_000, (1, 10, 100, 1000, 10000))
+    lecture = grid.parse_sweep("lecture")
+    assert (lecture.train_size, lecture.epochs) == (50_000, 20)
+    assert lecture.batch_sizes[-1] == grid.FULL
+
+
+def test_smoke_grid_has_28_cells_with_readable_ids():
+    cells = grid.parse_sweep("smoke").cells()
+    assert len(cells) == 28
+    assert len({c.test_id for c in cells}) == 28
+    assert "adam-bs100-seed0" in {c.test_id for c in cells}
+
+
+def test_overrides():
+    sweep = grid.parse_sweep("smoke", train_size="500", epochs="3", batch_sizes="1,7,full",
+                             optimizers="Adam,sgd", seeds="0,1,2", activation="relu")
+    assert sweep.train_size == 500 and sweep.epochs == 3 and sweep.activation == "relu"
+    assert sweep.optimizers == ("adam", "sgd") and sweep.seeds == (0, 1, 2)
+    cells = sweep.cells()
+    assert len(cells) == 2 * 3 * 3
+    full = [c for c in cells if c.full_batch]
+    assert {c.batch_size for c in full} == {500}
+    assert {c.test_id for c in full} >= {"adam-bsfull-seed2"}
+
+
+def test_smaller_train_size_drops_batch_sizes_that_do_not_fit():
+    assert grid.parse_sweep("quick", train_size="150").batch_sizes == (1, 10, 100)
+
+
+@pytest.mark.parametrize("train_size,batch,expected", [
+    (1003, 1, 1003), (1003, 7, 144), (1003, 1000, 2), (1003, 1003, 1), (1000, 1000, 1),
+])
+def test_expected_updates(train_size, batch, expected):
+    cfg = grid.RunConfig("smoke", "sgd", batch, batch == train_size, "sigmoid", 0, train_size, 3)
+    assert cfg.steps_per_epoch == expected
+    assert cfg.expected_updates == 3 * expected
+
+
+def test_all_optimizers_come_from_keras_without_wrappers():
+    names = grid.parse_optimizers("all")
+    assert names[:7] == grid.LECTURE_OPTIMIZERS
+    assert "adamw" in names and "lion" in names
+    assert "lossscaleoptimizer" not in names and "optimizer" not in names
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(batch_sizes="0"), "--batch-sizes: 0 is out of range"),
+    (dict(batch_sizes="-5"), "--batch-sizes: -5 is out of range"),
+    (dict(batch_sizes="ten"), "--batch-sizes: 'ten' is not an integer"),
+    (dict(batch_sizes="1,,10"), "has an empty item"),
+    (dict(batch_sizes="20000"), "use 'full'"),
+    (dict(optimizers="adamm"), "unknown optimizer 'adamm'; known: lecture, all, adadelta"),
+    (dict(train_size="0"), "--train-size: 0 is out of range; the train size is 1 to 60,000"),
+    (dict(train_size="60001"), "--train-size: 60001 is out of range"),
+    (dict(epochs="0"), "--epochs: 0 is out of range"),
+    (dict(profile="huge"), "unknown profile 'huge'; choose one of smoke, quick, lecture"),
+    (dict(activation="tanh"), "unknown activation 'tanh'; choose one of sigmoid, relu"),
+    (dict(seeds="a"), "--seeds: 'a' is not an integer"),
+])
+def test_bad_values_are_one_line_errors(kwargs, message):
+    with pytest.raises(grid.BadOption) as info:
+        grid.parse_sweep(**kwargs)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
