@@ -1,9 +1,9 @@
 """Instrumentation overhead: the suite's recorded run against a plain `model.fit` of the same cell.
 
-    python -m bench.overhead --batch-sizes 1,100,10000 --train-size 10000 --epochs 3 --repeats 2
+    python -m bench.overhead --batch-sizes 1,100,10000 --train-size 10000 --epochs 4 --repeats 4
 
-Runs the two interleaved, `repeats` times each, and prints the median steady-state epoch time of
-each and their ratio. Both use the same model, optimizer, seed and data; the plain run has only an
+Runs the two interleaved, `repeats` times each, alternating which goes first (machines drift), and
+prints the median steady-state epoch time of each and their ratio. Both use the same model, optimizer, seed and data; the plain run has only an
 epoch timer (no curve recorder, no evaluation between epochs).
 """
 
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-size", default="10000")
     p.add_argument("--epochs", default="3")
     p.add_argument("--optimizer", default="adam")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--mnist", default=None)
     args = p.parse_args(argv)
     try:
@@ -64,9 +64,11 @@ def main(argv=None) -> int:
     print(f"{'batch':>6} {'plain s/epoch':>14} {'recorded s/epoch':>17} {'ratio':>7}")
     for cfg in sweep.cells():
         plain, recorded = [], []
-        for _ in range(args.repeats):
-            plain += plain_epoch_times(cfg, data)[1:]
-            recorded += run(cfg, data)["epoch_times_s"][1:]
+        for i in range(args.repeats):
+            pair = [lambda: plain.extend(plain_epoch_times(cfg, data)[1:]),
+                    lambda: recorded.extend(run(cfg, data)["epoch_times_s"][1:])]
+            for measure in pair if i % 2 == 0 else pair[::-1]:
+                measure()
         a, b = statistics.median(plain), statistics.median(recorded)
         print(f"{cfg.batch_size:>6} {a:>14.4f} {b:>17.4f} {b / a:>7.3f}", flush=True)
     return 0
