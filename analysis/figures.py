@@ -1,0 +1,257 @@
+"""Pure plotting functions: a runs DataFrame (from analysis.load + analysis.metrics) in, a matplotlib Figure out."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files and tests: never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from analysis import metrics  # noqa: E402
+
+# The lecture's speed slide (GTX 980, 50,000 training examples per epoch).
+LECTURE_GTX980 = {1: 166.0, 10: 17.0}
+LECTURE_TRAIN_SIZE = 50_000
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def _batch_axis(ax, summary: pd.DataFrame):
+    sizes = sorted(summary["batch_size"].unique())
+    labels = dict(zip(summary["batch_size"], summary["batch_label"]))
+    ax.set_xscale("log")
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([f"{labels[s]}" if labels[s] == "full" else f"{s:,}" for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("batch size (examples per update, log scale)")
+
+
+def _style(summary):
+    return "machine" if summary["machine"].nunique() > 1 else None
+
+
+def _median_ratio(summary, column, batch):
+    vals = summary.loc[summary["batch_size"] == batch, column].dropna()
+    return float(vals.median()) if len(vals) else math.nan
+
+
+def epoch_time(summary: pd.DataFrame) -> plt.Figure:
+    """Figure 1, the lecture's speed slide: steady-state epoch time vs batch size, one line per optimizer."""
+    comparable = bool((summary["train_size"] == LECTURE_TRAIN_SIZE).all()) if "train_size" in summary else False
+    data = summary.copy()
+    if comparable:
+        data["y"] = data["epoch_time_s"]
+        ylabel, refs = "epoch time (s, 50,000 examples, log scale)", LECTURE_GTX980
+    else:
+        data["y"] = data["epoch_time_s"] / data["train_size"] * 1000
+        ylabel = "time per 1,000 training examples (s, log scale)"
+        refs = {b: t / LECTURE_TRAIN_SIZE * 1000 for b, t in LECTURE_GTX980.items()}
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    sns.lineplot(data=data, x="batch_size", y="y", hue="optimizer", style=_style(data), marker="o", ax=ax,
+                 estimator="median", errorbar=None)
+    ax.plot(list(refs), list(refs.values()), linestyle="none", marker="*", markersize=16, color="black",
+            label="lecture, GTX 980", zorder=5)
+    ax.set_yscale("log")
+    _batch_axis(ax, data)
+    ax.set_ylabel(ylabel)
+    speedup = _median_ratio(summary, "epoch_speedup_vs_bs1", 10)
+    finding = (f"An epoch at batch 10 is {speedup:.1f}x faster than at batch 1 here"
+               if not math.isnan(speedup) else "Epoch time vs batch size")
+    ax.set_title(f"{finding} (lecture's GTX 980: {166 / 17:.1f}x)")
+    ax.legend(title=None, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def time_per_update(summary: pd.DataFrame, knee_table: pd.DataFrame) -> plt.Figure:
+    """Figure 2: time per update vs batch size, each optimizer's saturation knee marked."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    data = summary.assign(ms=summary["time_per_update_s"] * 1000)
+    sns.lineplot(data=data, x="batch_size", y="ms", hue="optimizer", style=_style(data), marker="o", ax=ax,
+                 estimator="median", errorbar=None)
+    palette = dict(zip(data["optimizer"].unique(), sns.color_palette(n_colors=data["optimizer"].nunique())))
+    kn = knee_table.dropna(subset=["knee_batch_size"])
+    for _, k in kn.iterrows():
+        row = data[(data["optimizer"] == k["optimizer"]) & (data["machine"] == k["machine"])
+                   & (data["batch_size"] == k["knee_batch_size"])]
+        ax.plot(row["batch_size"], row["ms"], marker="D", markersize=13, markerfacecolor="none",
+                markeredgewidth=2, color=palette.get(k["optimizer"], "black"), linestyle="none")
+    if len(kn):
+        ax.plot([], [], marker="D", markerfacecolor="none", color="gray", linestyle="none",
+                label=f"knee (slope >= {metrics.KNEE_SLOPE})")
+    ax.set_yscale("log")
+    _batch_axis(ax, data)
+    ax.set_ylabel("time per update (ms, log scale)")
+    cost = _median_ratio(summary, "update_cost_vs_bs1", 10)
+    common = kn["knee_batch_size"].mode()
+    parts = []
+    if not math.isnan(cost):
+        parts.append(f"One update at batch 10 costs {cost:.2f}x one at batch 1")
+    parts.append(f"knee at batch {int(common.iloc[0]):,}" if len(common) else "no knee within the grid")
+    ax.set_title("; ".join(parts))
+    ax.legend(title=None, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def speed_vs_stability(summary: pd.DataFrame) -> plt.Figure:
+    """Figure 3: training time (x) against final test accuracy (y, seed spread), a point per batch size."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    opts = list(summary["optimizer"].unique())
+    palette = dict(zip(opts, sns.color_palette(n_colors=len(opts))))
+    for (opt, machine), g in summary.sort_values("batch_size").groupby(["optimizer", "machine"], observed=True, sort=False):
+        yerr = None
+        if g["seeds"].max() > 1:
+            yerr = [g["test_accuracy"] - g["test_accuracy_min"], g["test_accuracy_max"] - g["test_accuracy"]]
+        ax.errorbar(g["train_time_s"], g["test_accuracy"], yerr=yerr, marker="o", capsize=3,
+                    color=palette[opt], label=opt if summary["machine"].nunique() == 1 else f"{opt}, {machine}")
+        for _, r in g.iterrows():
+            ax.annotate(r["batch_label"], (r["train_time_s"], r["test_accuracy"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color=palette[opt])
+    ax.set_xscale("log")
+    ax.set_xlabel("training time, all epochs (s, log scale)")
+    ax.set_ylabel("final test accuracy" + (" (bars: min-max over seeds)" if summary["seeds"].max() > 1 else ""))
+    ax.axhline(0.1, color="gray", linestyle=":", linewidth=1)
+    ax.annotate("chance", (ax.get_xlim()[0], 0.1), xytext=(3, 3), textcoords="offset points", fontsize=8, color="gray")
+    best = summary.loc[summary["test_accuracy"].idxmax()]
+    ax.set_title(f"Best: {best['optimizer']} at batch {best['batch_label']} "
+                 f"({best['test_accuracy']:.3f} in {best['train_time_s']:.0f} s); labels = batch size")
+    ax.legend(fontsize="small", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def smooth(curve, points: int = 40) -> list[tuple[int, float]]:
+    """A running median over about len/`points` points: the minibatch loss of small batches is noise-dominated."""
+    pts = [(u, v) for u, v in (curve or []) if v is not None]
+    w = max(1, len(pts) // points)
+    if w == 1:
+        return pts
+    med = pd.Series([v for _, v in pts]).rolling(w, center=True, min_periods=1).median()
+    return list(zip([u for u, _ in pts], med))
+
+
+def plateaus(curve, rel: float = 0.01, window: int | None = None) -> list[tuple[int, int]]:
+    """Segments [(start_update, end_update)] where the smoothed loss moves by less than `rel` over `window` points."""
+    pts = smooth(curve)
+    n = len(pts)
+    if n < 6:
+        return []
+    w = window or max(3, n // 20)
+    flat = np.zeros(n, dtype=bool)
+    for i in range(n - w):
+        a, b = pts[i][1], pts[i + w][1]
+        if a > 0 and abs(b - a) / a < rel:
+            flat[i:i + w + 1] = True
+    segs, start = [], None
+    for i, f in enumerate(flat):
+        if f and start is None:
+            start = i
+        if (not f or i == n - 1) and start is not None:
+            end = i if f else i - 1
+            segs.append((pts[start][0], pts[end][0]))
+            start = None
+    return segs
+
+
+def saddle_curves(runs: pd.DataFrame, optimizer: str | None = None) -> plt.Figure:
+    """Figure 4: minibatch loss and gradient norm vs updates per batch size, plateaus shaded."""
+    ok = runs[runs["loss_curve"].map(bool)]
+    optimizer = optimizer or ("sgd" if "sgd" in set(ok["optimizer"]) else ok["optimizer"].iloc[0])
+    sel = ok[(ok["optimizer"] == optimizer)].sort_values(["batch_size", "seed"])
+    sel = sel.drop_duplicates(["machine", "batch_size"])  # one seed per batch size keeps it legible
+    fig, (ax_l, ax_g) = plt.subplots(2, 1, figsize=(8, 7.5), sharex=True)
+    colors = sns.color_palette("viridis", n_colors=len(sel))
+    for color, (_, r) in zip(colors, sel.iterrows()):
+        marker = "o" if len(r["loss_curve"]) < 30 else None
+        for ax, curve in ((ax_l, r["loss_curve"]), (ax_g, r["grad_norm_curve"])):
+            if len(curve) >= 80:  # raw minibatch values faintly, their running median on top
+                ax.plot([p[0] for p in curve], [p[1] for p in curve], color=color, alpha=0.15, linewidth=0.6)
+            sm = smooth(curve)
+            ax.plot([p[0] for p in sm], [p[1] for p in sm], color=color, marker=marker, markersize=4,
+                    label=f"batch {r['batch_label']}" if ax is ax_l else None)
+        for a, b in plateaus(r["loss_curve"]):
+            ax_l.axvspan(a, max(b, a + 0.5), color=color, alpha=0.12)
+    ax_l.set_yscale("log")
+    ax_g.set_yscale("log")
+    ax_g.set_xscale("log")
+    ax_l.set_ylabel("minibatch training loss\n(running median; log)")
+    ax_g.set_ylabel("minibatch gradient L2 norm\n(running median; log)")
+    ax_g.set_xlabel("update (log scale)")
+    ax_l.legend(fontsize="small", ncol=2)
+    final = sel.set_index("batch_label")["train_loss"]
+    first, last = final.index[0], final.index[-1]
+    ax_l.set_title(f"{optimizer}: final training loss {final.iloc[0]:.2f} at batch {first} vs "
+                   f"{final.iloc[-1]:.2f} at batch {last}\nshaded: plateaus (smoothed loss flat within 1%)")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(runs: pd.DataFrame) -> plt.Figure:
+    """Figure 5: test accuracy per epoch, a panel per optimizer, colour by batch size."""
+    rows = [{"optimizer": r["optimizer"], "batch": r["batch_label"], "batch_size": r["batch_size"],
+             "epoch": i + 1, "test accuracy": acc}
+            for _, r in runs.iterrows() for i, acc in enumerate(r["test_accuracy_by_epoch"] or [])]
+    data = pd.DataFrame(rows).sort_values("batch_size")
+    order = list(dict.fromkeys(data["batch"]))
+    grid = sns.relplot(data=data, x="epoch", y="test accuracy", hue="batch", hue_order=order, col="optimizer",
+                       col_order=list(dict.fromkeys(runs["optimizer"])),
+                       col_wrap=min(4, data["optimizer"].nunique()), kind="line", marker="o", height=2.8,
+                       palette="viridis", errorbar=("pi", 100))
+    grid.set_axis_labels("epoch", "test accuracy")
+    for ax in grid.axes.flat:
+        ax.set_xticks(sorted(data["epoch"].unique()))
+    final = runs.groupby("batch_label")["test_accuracy"].mean()
+    grid.figure.suptitle(f"Test accuracy by epoch: batch {final.idxmax()} ends highest ({final.max():.3f} mean over "
+                         f"optimizers), batch {final.idxmin()} lowest ({final.min():.3f})", y=1.02)
+    grid.legend.set_title("batch size")
+    return grid.figure
+
+
+def gpu_usage(summary: pd.DataFrame) -> plt.Figure | None:
+    """Figure 6: GPU utilisation and power vs batch size; None when no run had a GPU."""
+    data = summary.dropna(subset=["gpu_util_mean_pct"])
+    if data.empty:
+        return None
+    fig, (ax_u, ax_p) = plt.subplots(1, 2, figsize=(11, 4.5))
+    sns.lineplot(data=data, x="batch_size", y="gpu_util_mean_pct", hue="optimizer", style=_style(data),
+                 marker="o", ax=ax_u, errorbar=None)
+    sns.lineplot(data=data, x="batch_size", y="gpu_power_mean_w", hue="optimizer", style=_style(data),
+                 marker="o", ax=ax_p, errorbar=None, legend=False)
+    for ax in (ax_u, ax_p):
+        _batch_axis(ax, data)
+    ax_u.set_ylabel("GPU utilisation during epochs (%)")
+    ax_u.set_ylim(0, 105)
+    ax_p.set_ylabel("GPU power during epochs (W)")
+    top = data.loc[data["gpu_util_mean_pct"].idxmax()]
+    fig.suptitle(f"GPU busiest at batch {top['batch_label']} ({top['gpu_util_mean_pct']:.0f}% utilisation)")
+    fig.tight_layout()
+    return fig
+
+
+def machines_relative(summary: pd.DataFrame) -> plt.Figure | None:
+    """Figure 7: each machine's epoch time relative to the first machine, per batch size; None for one machine."""
+    machines = list(summary["machine"].cat.categories if hasattr(summary["machine"], "cat")
+                    else dict.fromkeys(summary["machine"]))
+    machines = [m for m in machines if m in set(summary["machine"])]
+    if len(machines) < 2:
+        return None
+    base = summary[summary["machine"] == machines[0]].set_index(["optimizer", "batch_size"])["epoch_time_s"]
+    data = summary.join(base.rename("base"), on=["optimizer", "batch_size"])
+    data["relative"] = data["epoch_time_s"] / data["base"]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    sns.lineplot(data=data, x="batch_size", y="relative", hue="machine", marker="o", ax=ax,
+                 estimator="median", errorbar=None)
+    ax.set_yscale("log")
+    ax.axhline(1, color="gray", linewidth=1)
+    _batch_axis(ax, data)
+    ax.set_ylabel(f"epoch time relative to {machines[0]} (log)")
+    ax.set_title(f"Epoch time relative to {machines[0]} (median over optimizers; below 1 = faster)")
+    fig.tight_layout()
+    return fig

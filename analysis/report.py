@@ -1,0 +1,145 @@
+"""REPORT.md: machines, protocol, each figure with a finding computed from the data, and the table of runs."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from analysis import metrics
+
+
+def _fmt(x, spec=".3g", none="–"):
+    return none if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False)
+
+
+def _ratio_at(summary, column, batch):
+    v = summary.loc[summary["batch_size"] == batch, column].dropna()
+    return float(v.median()) if len(v) else math.nan
+
+
+def machines_section(runs: pd.DataFrame) -> str:
+    rows = (runs.groupby("machine", observed=True)
+            .agg(file=("file", "first"), tensorflow=("tensorflow", "first"), runs=("schema", "size"),
+                 device=("dispatch.device", "first"), jit_compile=("dispatch.jit_compile", "first"),
+                 gpu_reason=("gpu.reason", "first"))
+            .reset_index())
+    rows["gpu_reason"] = rows["gpu_reason"].fillna("")
+    return "## Machines\n\n" + _table(rows) + "\n"
+
+
+def protocol_section(runs: pd.DataFrame) -> str:
+    prot = (runs.groupby(["profile", "train_size", "epochs", "activation"], observed=True)
+            .agg(seeds=("seed", lambda s: ", ".join(map(str, sorted(set(s))))),
+                 batch_sizes=("batch_label", lambda s: ", ".join(dict.fromkeys(
+                     runs.loc[s.index].sort_values("batch_size")["batch_label"]))),
+                 runs=("seed", "size"))
+            .reset_index())
+    prot["target_accuracy"] = prot["profile"].map(metrics.target_for)
+    lrs = runs.groupby("optimizer", sort=False)["learning_rate"].first().reset_index()
+    return ("## Protocol\n\n" + _table(prot) + "\n\nLearning rates (fixed hyperparameters):\n\n" + _table(lrs)
+            + "\n\nTimes are steady-state: the median of every epoch after the first (which includes "
+              "tracing); evaluation is excluded. `time to target` is the cumulative training time to the "
+              "end of the first epoch whose test accuracy reaches the profile's target.\n")
+
+
+def findings(runs: pd.DataFrame, summary: pd.DataFrame, knee_table: pd.DataFrame) -> dict:
+    """One short paragraph per figure, numbers filled in from the data."""
+    out = {}
+    sp10 = _ratio_at(summary, "epoch_speedup_vs_bs1", 10)
+    sp_all = summary.groupby("batch_label", sort=False)["epoch_speedup_vs_bs1"].median()
+    order = summary.sort_values("batch_size")["batch_label"].unique()
+    out["epoch_time"] = (
+        f"Median over optimizers, an epoch at batch 10 is **{_fmt(sp10, '.1f')}x** faster than at batch 1 here "
+        f"(the lecture's GTX 980: 166 s / 17 s = 9.8x). Speed-up over batch 1 by batch size: "
+        + ", ".join(f"{b}: {_fmt(sp_all.get(b), '.1f')}x" for b in order) + ".")
+    c10, c100 = _ratio_at(summary, "update_cost_vs_bs1", 10), _ratio_at(summary, "update_cost_vs_bs1", 100)
+    kn = knee_table.dropna(subset=["knee_batch_size"])
+    knee_text = (", ".join(f"{r.optimizer} {int(r.knee_batch_size):,}" for r in kn.itertuples())
+                 if len(kn) else "none within the grid")
+    out["time_per_update"] = (
+        f"One update at batch 10 costs **{_fmt(c10, '.2f')}x** one at batch 1, at batch 100 "
+        f"**{_fmt(c100, '.2f')}x** (medians over optimizers). Claim 1 (a batch of 10 costs about as much as "
+        f"a batch of 1) {'holds' if c10 < 1.5 else 'does not hold'} on this hardware. Knee (smallest batch "
+        f"after which time per update grows at least as the square root of the batch): {knee_text}.")
+    best = summary.loc[summary["test_accuracy"].idxmax()]
+    reached = summary.dropna(subset=["time_to_target_s"])
+    target = ", ".join(f"{p} {metrics.target_for(p):.2f}" for p in summary["profile"].unique())
+    if len(reached):
+        fastest = reached.loc[reached["time_to_target_s"].idxmin()]
+        reach = (f"{len(reached)} of {len(summary)} cells reached the target test accuracy ({target}); fastest: "
+                 f"{fastest['optimizer']} at batch {fastest['batch_label']} in {fastest['time_to_target_s']:.1f} s.")
+    else:
+        reach = f"No cell reached the target test accuracy ({target})."
+    spread = summary["test_accuracy_max"] - summary["test_accuracy_min"]
+    spread_text = (f" Largest spread of final accuracy over seeds: {spread.max():.3f}." if summary["seeds"].max() > 1
+                   else " One seed per cell: run with `--seeds 0,1,2` to measure the spread.")
+    out["speed_vs_stability"] = (
+        f"Highest final test accuracy: {best['optimizer']} at batch {best['batch_label']}, "
+        f"{best['test_accuracy']:.3f} after {best['train_time_s']:.1f} s of training. " + reach + spread_text)
+    plain = runs[runs["optimizer"] == ("sgd" if "sgd" in set(runs["optimizer"]) else runs["optimizer"].iloc[0])]
+    by_b = plain.groupby("batch_label", sort=False)["train_loss"].median()
+    acc_b = plain.groupby("batch_label", sort=False)["test_accuracy"].median()
+    out["saddle"] = (
+        f"{plain['optimizer'].iloc[0]} after the same number of epochs: final training loss "
+        + ", ".join(f"batch {b} {_fmt(by_b.get(b), '.3f')} (test accuracy {_fmt(acc_b.get(b), '.3f')})"
+                    for b in order if b in by_b.index)
+        + ". The large batches make only a few updates per epoch and their loss sits near ln 10 = 2.30 "
+          "(chance) with a small gradient; curvature probes that tell a saddle from a minimum are a separate "
+          "instrument (not in these records).")
+    fin = runs.groupby("batch_label", sort=False)["test_accuracy"].mean()
+    out["learning_curves"] = ("Mean final test accuracy over optimizers by batch size: "
+                              + ", ".join(f"{b}: {_fmt(fin.get(b), '.3f')}" for b in order if b in fin.index) + ".")
+    return out
+
+
+def runs_table(runs: pd.DataFrame) -> str:
+    cols = {"machine": "machine", "optimizer": "optimizer", "batch_label": "batch", "seed": "seed",
+            "status": "status", "epoch_time_s": "epoch s", "time_per_update_s": "s/update",
+            "examples_per_s": "examples/s", "test_accuracy": "test acc", "time_to_target_s": "time to target s",
+            "loss_noise": "loss noise"}
+    t = runs.sort_values(["machine", "optimizer", "batch_size", "seed"])[list(cols)].rename(columns=cols)
+    for c in ("epoch s", "s/update", "examples/s", "test acc", "time to target s", "loss noise"):
+        t[c] = t[c].map(lambda v: _fmt(v, ".4g"))
+    return _table(t)
+
+
+def render(runs: pd.DataFrame, summary: pd.DataFrame, knee_table: pd.DataFrame, figures: dict) -> str:
+    """The whole REPORT.md; `figures` maps a figure key to its file name, or to None with the reason it is absent."""
+    f = findings(runs, summary, knee_table)
+    failed = runs[runs["status"] != "ok"]
+    parts = [
+        "# mnist-mlp-bench report\n",
+        "How batch size and optimizer trade training speed against stability: the lecture's MLP "
+        "(784-500-500-10) on MNIST, measured on the machines below. Generated by `python -m analysis report`; "
+        "every number comes from the result files listed.\n",
+        machines_section(runs),
+        protocol_section(runs),
+    ]
+    if len(failed):
+        parts.append("## Runs that did not finish\n\n" + _table(failed[["machine", "optimizer", "batch_label", "seed",
+                                                                         "status", "error"]]) + "\n")
+    sections = [
+        ("epoch_time", "1. Epoch time vs batch size (the lecture's speed slide)", f["epoch_time"]),
+        ("time_per_update", "2. Time per update vs batch size", f["time_per_update"]),
+        ("speed_vs_stability", "3. Speed vs stability", f["speed_vs_stability"]),
+        ("saddle", "4. Loss and gradient norm per update (saddle points)", f["saddle"]),
+        ("learning_curves", "5. Learning curves", f["learning_curves"]),
+        ("gpu", "6. GPU utilisation and power", None),
+        ("machines", "7. Machines side by side", None),
+    ]
+    for key, title, text in sections:
+        parts.append(f"## {title}\n")
+        target = figures.get(key)
+        if isinstance(target, str) and target.endswith(".png"):
+            parts.append(f"![{title}]({target})\n")
+            if text:
+                parts.append(text + "\n")
+        else:
+            parts.append(f"_Not drawn: {target}_\n")
+    parts.append("## All runs\n\n" + runs_table(runs) + "\n")
+    return "\n".join(parts)

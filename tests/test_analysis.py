@@ -1,0 +1,180 @@
+"""analysis/ on a committed fixture from a real smoke run (tests/fixtures/smoke.json: SGD and Adam, batch 1, 10,
+100 and full, seeds 0 and 1, 1,000 examples, 2 epochs): loader, derived metrics, figures, report, CLI errors."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import figures, metrics
+from analysis.cli import FIGURES, build
+from analysis.load import LoadError, load_runs, machine_label
+
+FIXTURE = Path(__file__).parent / "fixtures" / "smoke.json"
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return load_runs([FIXTURE])
+
+
+@pytest.fixture(scope="module")
+def built(runs):
+    return build(runs)
+
+
+def test_loader_one_row_per_run_with_record_columns(runs):
+    assert len(runs) == 16
+    assert set(runs["optimizer"]) == {"sgd", "adam"}
+    assert sorted(runs["batch_label"].unique()) == ["1", "10", "100", "full"]
+    for col in ("epoch_time_s", "time_per_update_s", "test_accuracy", "loss_curve", "gpu.available",
+                "dispatch.jit_compile", "stats.median", "machine", "file"):
+        assert col in runs.columns, col
+    assert runs["machine"].nunique() == 1
+    assert (runs["stats.median"] == runs["epoch_time_s"]).all()  # 2 epochs: the one steady epoch
+
+
+def test_loader_reads_several_files_in_order(runs, tmp_path):
+    other = json.loads(FIXTURE.read_text())
+    other["machine_info"]["node"] = "second-host"
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    both = load_runs([FIXTURE, tmp_path / "b.json"])
+    assert len(both) == 32
+    assert list(both["machine"].cat.categories) == [runs["machine"].iloc[0], runs["machine"].iloc[0].replace(
+        runs["host"].iloc[0], "second-host")]
+
+
+def test_machine_label():
+    assert machine_label({"gpu": {"available": True, "name": "NVIDIA H100", "count": 1}, "node": "n1"}) \
+        == "NVIDIA H100 (n1)"
+    assert machine_label({"gpu": {"available": False}, "cpu": {"brand_raw": "AMD EPYC"}, "cpu_count": 2,
+                          "node": "vm"}) == "AMD EPYC 2c (vm)"
+
+
+def test_time_to_target_known_values():
+    assert metrics.time_to_target([2.0, 1.0, 1.0], [0.5, 0.91, 0.95], 0.9) == 3.0
+    assert metrics.time_to_target([2.0, 1.0], [0.5, 0.6], 0.9) != metrics.time_to_target([2.0, 1.0], [0.5, 0.6], 0.9)
+
+
+def test_knee_known_values():
+    # flat to 100, then linear in the batch: the knee is 100
+    assert metrics.knee([1, 10, 100, 1000, 10000], [1.0, 1.0, 1.2, 12.0, 120.0]) == 100
+    # grows only as batch^0.3: no knee
+    assert metrics.knee([1, 10, 100], [1.0, 2.0, 4.0]) is None
+
+
+def test_loss_noise_known_values():
+    flat = [[i, 1.0] for i in range(100)]
+    assert metrics.loss_noise(flat) == 0.0
+    # a period-5 wiggle that sums to zero: the 25-point running mean is exactly 1
+    wiggle = [0.1, -0.1, 0.2, -0.2, 0.0]
+    noisy = [[i, 1.0 + wiggle[i % 5]] for i in range(199)]  # 175 points with a full window: 35 periods
+    assert metrics.loss_noise(noisy) == pytest.approx(math.sqrt(0.02), rel=1e-6)
+    assert math.isnan(metrics.loss_noise([[1, 2.0]]))
+
+
+def test_speedup_over_batch_one(built):
+    runs = built[0]
+    bs1 = runs[runs["batch_size"] == 1]
+    assert (bs1["epoch_speedup_vs_bs1"] == 1.0).all() and (bs1["update_cost_vs_bs1"] == 1.0).all()
+    row = runs[(runs["batch_size"] == 10) & (runs["optimizer"] == "adam") & (runs["seed"] == 0)].iloc[0]
+    base = runs[(runs["batch_size"] == 1) & (runs["optimizer"] == "adam") & (runs["seed"] == 0)].iloc[0]
+    assert row["epoch_speedup_vs_bs1"] == pytest.approx(base["epoch_time_s"] / row["epoch_time_s"])
+
+
+def test_cell_summary_spread_over_seeds(built):
+    summary = built[1]
+    assert len(summary) == 8 and (summary["seeds"] == 2).all()
+    cell = summary[(summary["optimizer"] == "adam") & (summary["batch_size"] == 1)].iloc[0]
+    accs = built[0].query("optimizer == 'adam' and batch_size == 1")["test_accuracy"]
+    assert cell["test_accuracy_max"] - cell["test_accuracy_min"] == pytest.approx(accs.max() - accs.min())
+
+
+def test_plateau_detection():
+    curve = [[i, 2.3] for i in range(1, 101)] + [[100 + i, 2.3 * 0.9 ** i] for i in range(1, 101)]
+    segs = figures.plateaus(curve)
+    assert segs and segs[0][0] == 1 and 80 <= segs[0][1] <= 110
+
+
+def test_figures_hold_the_plotted_data(built):
+    runs, summary, knees, figs = built
+    ax = figs["epoch_time"].axes[0]
+    lines = [l for l in ax.get_lines() if len(l.get_xdata()) == 4]
+    assert len(lines) == 2  # one per optimizer over the four batch sizes
+    assert any(l.get_label() == "lecture, GTX 980" for l in ax.get_lines())
+    assert len(figs["time_per_update"].axes[0].get_lines()) >= 2
+    assert len(figs["speed_vs_stability"].axes[0].containers) == 2  # an errorbar series per optimizer
+    loss_ax = figs["saddle"].axes[0]
+    assert {t.get_text() for t in loss_ax.get_legend().get_texts()} == {"batch 1", "batch 10", "batch 100",
+                                                                        "batch full"}
+    assert len(figs["learning_curves"].axes) == 2
+    assert isinstance(figs["gpu"], str) and "no run had a GPU" in figs["gpu"]
+    assert isinstance(figs["machines"], str)
+
+
+def test_figure_axes_are_labelled(built):
+    for key in ("epoch_time", "time_per_update", "speed_vs_stability", "saddle"):
+        for ax in built[3][key].axes:
+            assert ax.get_ylabel(), key
+        assert any(ax.get_title() for ax in built[3][key].axes), key
+
+
+def test_cli_writes_every_figure_and_the_report(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "analysis", "report", str(FIXTURE), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    drawn = [k for k in FIGURES if k not in ("gpu", "machines")]
+    for i, key in enumerate(FIGURES, start=1):
+        for ext in ("png", "svg"):
+            assert (tmp_path / f"fig{i}_{key}.{ext}").exists() == (key in drawn)
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "![1. Epoch time vs batch size" in report and "## All runs" in report
+    assert "Not drawn: no run had a GPU" in report
+    assert report.count("\n| ") >= 16  # the runs table
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "no such file"),
+    ("not json {", "not JSON"),
+    (json.dumps({"some": "other tool"}), "not a pytest-benchmark result file"),
+    (json.dumps({"machine_info": {}, "benchmarks": []}), "holds no mnist-mlp-bench runs"),
+    (json.dumps({"machine_info": {}, "benchmarks": [{"extra_info": {"schema": "mnist-mlp-bench/99"}}]}),
+     "unknown record schema mnist-mlp-bench/99"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, content, message):
+    path = tmp_path / "in.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(LoadError, match=message):
+        load_runs([path])
+    proc = subprocess.run([sys.executable, "-m", "analysis", "report", str(path), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr and str(path) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_failed_runs_are_shown_not_dropped(tmp_path):
+    doc = json.loads(FIXTURE.read_text())
+    rec = doc["benchmarks"][0]["extra_info"]
+    rec.update(status="diverged", diverged=True, error="training loss became nan in epoch 1", test_accuracy=None)
+    (tmp_path / "d.json").write_text(json.dumps(doc))
+    runs = load_runs([tmp_path / "d.json"])
+    assert len(runs) == 16 and (runs["status"] == "diverged").sum() == 1
+    out = tmp_path / "rep"
+    proc = subprocess.run([sys.executable, "-m", "analysis", "report", str(tmp_path / "d.json"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = (out / "REPORT.md").read_text()
+    assert "## Runs that did not finish" in report and "training loss became nan" in report
+
+
+def test_analysis_never_imports_tensorflow():
+    code = "import analysis.cli, analysis.figures, analysis.report, analysis.load, sys; " \
+           "print(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
