@@ -84,13 +84,16 @@ def findings(runs: pd.DataFrame, summary: pd.DataFrame, knee_table: pd.DataFrame
     plain = runs[runs["optimizer"] == ("sgd" if "sgd" in set(runs["optimizer"]) else runs["optimizer"].iloc[0])]
     by_b = plain.groupby("batch_label", sort=False)["train_loss"].median()
     acc_b = plain.groupby("batch_label", sort=False)["test_accuracy"].median()
+    chance_loss = math.log(10)  # the cross-entropy of a uniform guess over 10 classes
+    stuck = [b for b in order if b in by_b.index and abs(by_b[b] - chance_loss) / chance_loss < 0.05]
     out["saddle"] = (
         f"{plain['optimizer'].iloc[0]} after the same number of epochs: final training loss "
         + ", ".join(f"batch {b} {_fmt(by_b.get(b), '.3f')} (test accuracy {_fmt(acc_b.get(b), '.3f')})"
                     for b in order if b in by_b.index)
-        + ". The large batches make only a few updates per epoch and their loss sits near ln 10 = 2.30 "
-          "(chance) with a small gradient; curvature probes that tell a saddle from a minimum are a separate "
-          "instrument (not in these records).")
+        + ". " + (f"Batch {', '.join(stuck)} ended within 5% of ln 10 = {chance_loss:.2f}, the loss of a uniform "
+                  "guess: still on the initial plateau. " if stuck else "No batch size ended on the initial "
+                  f"plateau (loss ln 10 = {chance_loss:.2f}). ")
+        + "Whether a plateau is a saddle or a minimum needs the curvature probes, which these records do not hold.")
     fin = runs.groupby("batch_label", sort=False)["test_accuracy"].mean()
     out["learning_curves"] = ("Mean final test accuracy over optimizers by batch size: "
                               + ", ".join(f"{b}: {_fmt(fin.get(b), '.3f')}" for b in order if b in fin.index) + ".")
