@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import warnings
+
 import pytest
 
 from bench import grid, store
@@ -26,6 +30,8 @@ def pytest_addoption(parser):
                     help="Keras-layout mnist.npz (default: $MNIST_NPZ, then Keras' cache, then download)")
     group.addoption("--bench-store", dest="bench_store", default=store.DEFAULT_PATH,
                     help=f"JSON-lines file each finished run is appended to at once (default {store.DEFAULT_PATH})")
+    group.addoption("--resume", dest="bench_resume", action="store_true",
+                    help="skip the cells whose finished record (same protocol, cell, seed, machine) is in the store")
     group.addoption("--deterministic", dest="bench_deterministic", action="store_true",
                     help="TensorFlow op determinism (slower; CPU runs are reproducible without it)")
 
@@ -58,10 +64,52 @@ def pytest_collection_modifyitems(session, config, items):
             config.bench_mnist_data = load_mnist(config.getoption("bench_mnist"))
         except DataError as exc:
             raise pytest.UsageError(str(exc)) from None
+        config.bench_machine = store_machine()
+        config.bench_code_version = store.code_version()
+        if config.getoption("bench_resume"):
+            _resume(config, items)
         if config.getoption("bench_deterministic"):
             from bench.tf_setup import enable_determinism
 
             enable_determinism()
+
+
+def store_machine() -> dict:
+    """What a store line says of its machine: enough to label it and to match it on resume."""
+    import platform
+
+    import cpuinfo
+
+    from bench.gpu import describe_gpus
+
+    gpu = describe_gpus()
+    return {"node": platform.node(), "cpu": cpuinfo.get_cpu_info().get("brand_raw"), "cpu_count": os.cpu_count(),
+            "gpu_name": gpu.get("name"), "gpu_count": gpu.get("count", 0)}
+
+
+def _resume(config, items):
+    path = config.getoption("bench_store")
+    try:
+        done = store.finished_keys(path)
+    except store.StoreError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    me = store.machine_id(config.bench_machine)
+    cells = {c.test_id: c for c in config.bench_sweep.cells()}
+    skipped, kept = [], []
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        cfg = cells.get(spec.id) if spec is not None and "cell" in item.fixturenames else None
+        if cfg is not None and store.cell_key(dataclasses.asdict(cfg), me) in done:
+            skipped.append(item)
+        else:
+            kept.append(item)
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = kept
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"resume: {len(skipped)} of {len(skipped) + len(kept)} cells already in {path}, "
+                            f"skipped; {len(kept)} to run")
 
 
 @pytest.fixture
@@ -87,7 +135,14 @@ def run_cell(request, benchmark, mnist):
         benchmark.extra_info.update(record)
         if benchmark.enabled:
             record_epoch_times(benchmark, record)
-        store.append(request.config.getoption("bench_store"), request.node.nodeid, record)
+        config = request.config
+        store.append(config.getoption("bench_store"), request.node.nodeid, record,
+                     machine=config.bench_machine, version=config.bench_code_version)
+        if record["status"] == "interrupted":
+            raise KeyboardInterrupt  # recorded and stored: now stop the sweep as the user asked
+        if record["status"] != "ok":
+            warnings.warn(f"{cfg.test_id} ended as {record['status']}: {record['error']} (recorded)",
+                          pytest.PytestWarning)
         return record
 
     return _run

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description="mnist-mlp-bench analysis")
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="figures and REPORT.md from result files")
-    rep.add_argument("files", nargs="+", help="pytest-benchmark JSON files written by `pytest bench --benchmark-json`")
+    rep.add_argument("files", nargs="+", help="`pytest bench --benchmark-json` files or *.jsonl run stores (--bench-store)")
     rep.add_argument("--out", default="reports", help="output folder (default: reports)")
     args = parser.parse_args(argv)
 

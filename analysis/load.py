@@ -1,8 +1,9 @@
-"""Result files in, one tidy DataFrame out: one row per run, record fields as columns, plus the machine."""
+"""Result files in (benchmark JSON or *.jsonl run stores), one tidy DataFrame out: one row per run, plus the machine."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -28,23 +29,70 @@ def machine_label(info: dict) -> str:
     return f"{device} ({host})" if host else device
 
 
+def store_machine_label(machine: dict) -> str:
+    """The same label for a run-store line's machine entry."""
+    return machine_label({"gpu": {"available": bool(machine.get("gpu_name")), "name": machine.get("gpu_name"),
+                                  "count": machine.get("gpu_count")},
+                          "cpu": {"brand_raw": machine.get("cpu")}, "cpu_count": machine.get("cpu_count"),
+                          "node": machine.get("node")})
+
+
+def _check_schemas(path, schemas):
+    unknown = sorted(set(map(str, schemas)) - set(SCHEMAS))
+    if unknown:
+        raise LoadError(f"{path}: unknown record schema {', '.join(unknown)}; this analysis reads {', '.join(SCHEMAS)}")
+
+
+def read_store(path: Path, text: str) -> pd.DataFrame:
+    """A run store (one JSON object per line, as `pytest bench --bench-store` writes); a torn last line is skipped."""
+    lines = text.splitlines()
+    last = max((i for i, s in enumerate(lines) if s.strip()), default=-1)
+    entries = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            if i == last:
+                warnings.warn(f"{path}:{i + 1}: torn last line skipped", stacklevel=2)
+                continue
+            raise LoadError(f"{path}:{i + 1}: not a JSON line") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("record"), dict):
+            raise LoadError(f"{path}:{i + 1}: not a run-store line (no 'record')")
+        entries.append(entry)
+    if not entries:
+        raise LoadError(f"{path}: holds no mnist-mlp-bench runs")
+    _check_schemas(path, {e["record"].get("schema") for e in entries})
+    df = pd.json_normalize([e["record"] for e in entries], sep=".")
+    df["machine"] = [store_machine_label(e.get("machine") or {}) for e in entries]
+    df["host"] = [(e.get("machine") or {}).get("node") for e in entries]
+    df["file"] = str(path)
+    df["datetime"] = [e.get("finished") for e in entries]
+    df["tensorflow"] = None
+    return df
+
+
 def read_file(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise LoadError(f"{path}: no such file")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
         raise LoadError(f"{path}: not JSON ({exc})") from None
+    if path.suffix == ".jsonl":
+        return read_store(path, text)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LoadError(f"{path}: not JSON ({exc}); a run store must be named *.jsonl") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list) or "machine_info" not in doc:
         raise LoadError(f"{path}: not a pytest-benchmark result file (no 'benchmarks' and 'machine_info')")
     runs = [b for b in doc["benchmarks"] if isinstance(b.get("extra_info"), dict) and "schema" in b["extra_info"]]
     if not runs:
         raise LoadError(f"{path}: holds no mnist-mlp-bench runs (no benchmark carries a run record)")
-    schemas = sorted({r["extra_info"]["schema"] for r in runs} - set(SCHEMAS))
-    if schemas:
-        raise LoadError(f"{path}: unknown record schema {', '.join(map(str, schemas))}; "
-                        f"this analysis reads {', '.join(SCHEMAS)}")
+    _check_schemas(path, {r["extra_info"]["schema"] for r in runs})
     df = pd.json_normalize(runs, sep=".")
     df.columns = [c.removeprefix("extra_info.") for c in df.columns]
     info = doc["machine_info"]

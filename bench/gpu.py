@@ -108,6 +108,8 @@ class GpuSampler:
         self._energy_mj = 0.0
         self._energy_ok = self.handle is not None
         self._energy_start = None
+        self._errors = 0
+        self._last_error = None
         self._stop = threading.Event()
         self._thread = None
 
@@ -139,7 +141,9 @@ class GpuSampler:
             util = nvml.nvmlDeviceGetUtilizationRates(h).gpu
             mem = nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20
             power = nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
-        except nvml.NVMLError:  # a transient failure: skip this sample
+        except nvml.NVMLError as exc:  # a failure mid-run loses this sample, not the run
+            self._errors += 1
+            self._last_error = str(exc)
             return
         self._util.append(util)
         self._mem.append(mem)
@@ -178,6 +182,8 @@ class GpuSampler:
             out["power_mean_w"] = round(statistics.fmean(self._power), 2)
         if self._energy_ok:
             out["energy_j"] = round(self._energy_mj / 1000.0, 3)
-        if not self._util:
+        if self._errors:
+            out["reason"] = f"{self._errors} NVML sample(s) failed mid-run: {self._last_error}"
+        elif not self._util:
             out["reason"] = f"no sample taken (epochs shorter than the {self.interval_s * 1000:.0f} ms interval)"
         return out

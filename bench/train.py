@@ -77,6 +77,11 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
             status, error = "oom", f"out of memory: {exc.message.splitlines()[0][:300]}"
         except MemoryError as exc:
             status, error = "oom", f"out of host memory: {exc}"
+        except KeyboardInterrupt:  # recorded, then re-raised by the caller to stop the sweep
+            status, error = "interrupted", "interrupted (Ctrl-C / SIGINT) during training"
+        except Exception as exc:  # a TensorFlow/Keras failure of this cell: a result, the sweep goes on
+            message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            status, error = "error", f"{type(exc).__name__}: {message}"
     fit_wall = time.perf_counter() - started
     if clock.diverged:
         status, error = "diverged", f"training loss became {clock.train_loss[-1]} in epoch {len(clock.train_loss)}"

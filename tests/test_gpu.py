@@ -123,3 +123,17 @@ def test_describe_gpus_with_nvml():
     assert ident["available"] is True and ident["count"] == 2
     assert ident["name"] == "Fake GPU 80GB" and ident["devices"][1]["memory_total_mib"] == 81920
     assert ident["driver_version"] == "550.54.15" and ident["cuda_driver_version"] == "12.4"
+
+
+def test_nvml_failure_mid_run_keeps_the_run(monkeypatch):
+    nvml = FakeNVML([50], [100], [80])
+    sampler = gpu.GpuSampler(nvml=nvml)
+    sampler.sample_once()
+
+    def broken(h):
+        raise nvml.NVMLError("GPU is lost")
+
+    nvml.nvmlDeviceGetUtilizationRates = broken
+    sampler.sample_once()
+    s = sampler.summary()
+    assert s["available"] is True and s["samples"] == 1 and "1 NVML sample(s) failed mid-run: GPU is lost" in s["reason"]

@@ -130,3 +130,22 @@ def test_out_of_memory_is_a_result(real_mnist, monkeypatch):
     assert record["status"] == "oom" and "OOM when allocating" in record["error"]
     assert record["epoch_times_s"] == [] and record["updates"] == 0 and record["diverged"] is False
     json.dumps(record, allow_nan=False)
+
+
+@pytest.mark.parametrize("exc,status,reason", [
+    (ValueError("Cannot convert a symbolic tf.Tensor"), "error", "ValueError: Cannot convert"),
+    (KeyboardInterrupt(), "interrupted", "SIGINT"),
+])
+def test_other_failures_are_results(real_mnist, monkeypatch, exc, status, reason):
+    """A TF/Keras error in one cell and a Ctrl-C each leave a record (injected into model.fit here;
+    tests/test_store.py sends a real SIGINT to a real sweep)."""
+    from bench.tf_setup import keras
+
+    def fail(self, *args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(keras.Model, "fit", fail)
+    record = train.run(cfg("sgd", 100, 1000, 1), real_mnist)
+    assert record["status"] == status and reason in record["error"]
+    assert plain_types(record)
+
