@@ -11,8 +11,6 @@ FIGURES = ("epoch_time", "time_per_update", "speed_vs_stability", "saddle", "lea
 
 def build(runs):
     """All derived tables and figures for `runs`: (runs, summary, knees, {key: Figure or reason})."""
-    import matplotlib.pyplot as plt  # noqa: F401  (figures module sets the backend)
-
     from analysis import figures as F
     from analysis import metrics
 
@@ -50,7 +48,9 @@ def report(paths, out: Path) -> list[Path]:
             continue
         stem = f"fig{i}_{key}"
         for ext in ("png", "svg"):
-            fig.savefig(out / f"{stem}.{ext}", dpi=120, bbox_inches="tight")
+            # no timestamp in the files: regenerating from the same results gives the same bytes
+            meta = {"Date": None} if ext == "svg" else {"Software": None}
+            fig.savefig(out / f"{stem}.{ext}", dpi=120, bbox_inches="tight", metadata=meta)
             written.append(out / f"{stem}.{ext}")
         plt.close(fig)
         names[key] = f"{stem}.png"

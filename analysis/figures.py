@@ -7,6 +7,7 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")  # figures are files and tests: never a window
+matplotlib.rcParams["svg.hashsalt"] = "mnist-mlp-bench"  # stable SVG ids across regenerations
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -36,11 +37,6 @@ def _style(summary):
     return "machine" if summary["machine"].nunique() > 1 else None
 
 
-def _median_ratio(summary, column, batch):
-    vals = summary.loc[summary["batch_size"] == batch, column].dropna()
-    return float(vals.median()) if len(vals) else math.nan
-
-
 def epoch_time(summary: pd.DataFrame) -> plt.Figure:
     """Figure 1, the lecture's speed slide: steady-state epoch time vs batch size, one line per optimizer."""
     comparable = bool((summary["train_size"] == LECTURE_TRAIN_SIZE).all()) if "train_size" in summary else False
@@ -60,7 +56,7 @@ def epoch_time(summary: pd.DataFrame) -> plt.Figure:
     ax.set_yscale("log")
     _batch_axis(ax, data)
     ax.set_ylabel(ylabel)
-    speedup = _median_ratio(summary, "epoch_speedup_vs_bs1", 10)
+    speedup = metrics.median_at(summary, "epoch_speedup_vs_bs1", 10)
     finding = (f"An epoch at batch 10 is {speedup:.1f}x faster than at batch 1 here"
                if not math.isnan(speedup) else "Epoch time vs batch size")
     ax.set_title(f"{finding} (lecture's GTX 980: {166 / 17:.1f}x)")
@@ -88,7 +84,7 @@ def time_per_update(summary: pd.DataFrame, knee_table: pd.DataFrame) -> plt.Figu
     ax.set_yscale("log")
     _batch_axis(ax, data)
     ax.set_ylabel("time per update (ms, log scale)")
-    cost = _median_ratio(summary, "update_cost_vs_bs1", 10)
+    cost = metrics.median_at(summary, "update_cost_vs_bs1", 10)
     common = kn["knee_batch_size"].mode()
     parts = []
     if not math.isnan(cost):

@@ -61,6 +61,12 @@ def add_run_metrics(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=["epoch_time_s_bs1", "time_per_update_s_bs1"])
 
 
+def median_at(summary: pd.DataFrame, column: str, batch_size: int) -> float:
+    """Median of `column` over the summary rows at `batch_size` (all optimizers and machines); NaN if none."""
+    vals = summary.loc[summary["batch_size"] == batch_size, column].dropna()
+    return float(vals.median()) if len(vals) else math.nan
+
+
 def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     """One row per machine x profile x optimizer x batch size, medians over seeds, accuracy spread."""
     ok = df[df["status"] == "ok"]

@@ -17,11 +17,6 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False)
 
 
-def _ratio_at(summary, column, batch):
-    v = summary.loc[summary["batch_size"] == batch, column].dropna()
-    return float(v.median()) if len(v) else math.nan
-
-
 def machines_section(runs: pd.DataFrame) -> str:
     rows = (runs.groupby("machine", observed=True)
             .agg(file=("file", "first"), tensorflow=("tensorflow", "first"), runs=("schema", "size"),
@@ -50,14 +45,14 @@ def protocol_section(runs: pd.DataFrame) -> str:
 def findings(runs: pd.DataFrame, summary: pd.DataFrame, knee_table: pd.DataFrame) -> dict:
     """One short paragraph per figure, numbers filled in from the data."""
     out = {}
-    sp10 = _ratio_at(summary, "epoch_speedup_vs_bs1", 10)
+    sp10 = metrics.median_at(summary, "epoch_speedup_vs_bs1", 10)
     sp_all = summary.groupby("batch_label", sort=False)["epoch_speedup_vs_bs1"].median()
     order = summary.sort_values("batch_size")["batch_label"].unique()
     out["epoch_time"] = (
         f"Median over optimizers, an epoch at batch 10 is **{_fmt(sp10, '.1f')}x** faster than at batch 1 here "
         f"(the lecture's GTX 980: 166 s / 17 s = 9.8x). Speed-up over batch 1 by batch size: "
         + ", ".join(f"{b}: {_fmt(sp_all.get(b), '.1f')}x" for b in order) + ".")
-    c10, c100 = _ratio_at(summary, "update_cost_vs_bs1", 10), _ratio_at(summary, "update_cost_vs_bs1", 100)
+    c10, c100 = metrics.median_at(summary, "update_cost_vs_bs1", 10), metrics.median_at(summary, "update_cost_vs_bs1", 100)
     kn = knee_table.dropna(subset=["knee_batch_size"])
     knee_text = (", ".join(f"{r.optimizer} {int(r.knee_batch_size):,}" for r in kn.itertuples())
                  if len(kn) else "none within the grid")
