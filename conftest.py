@@ -30,6 +30,10 @@ def pytest_addoption(parser):
                     help="Keras-layout mnist.npz (default: $MNIST_NPZ, then Keras' cache, then download)")
     group.addoption("--bench-store", dest="bench_store", default=store.DEFAULT_PATH,
                     help=f"JSON-lines file each finished run is appended to at once (default {store.DEFAULT_PATH})")
+    group.addoption("--threads", dest="bench_threads", default=None,
+                    help="TensorFlow intra- and inter-op threads (default: TensorFlow's, one per core)")
+    group.addoption("--machine-label", dest="bench_machine_label", default=None,
+                    help="short name of this machine in results and reports (default: e.g. H100-80GB, EPYC-2c)")
     group.addoption("--resume", dest="bench_resume", action="store_true",
                     help="skip the cells whose finished record (same protocol, cell, seed, machine) is in the store")
     group.addoption("--deterministic", dest="bench_deterministic", action="store_true",
@@ -40,6 +44,8 @@ def pytest_configure(config):
     try:
         config.bench_sweep = grid.parse_sweep(**{
             dest: config.getoption(f"bench_{dest}") for dest, _ in GRID_OPTIONS.values()})
+        threads = config.getoption("bench_threads")
+        config.bench_threads = None if threads is None else grid.parse_threads(threads)
     except grid.BadOption as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -64,7 +70,14 @@ def pytest_collection_modifyitems(session, config, items):
             config.bench_mnist_data = load_mnist(config.getoption("bench_mnist"))
         except DataError as exc:
             raise pytest.UsageError(str(exc)) from None
-        config.bench_machine = store_machine()
+        if config.bench_threads is not None:
+            from bench.tf_setup import set_threads
+
+            try:
+                set_threads(config.bench_threads)
+            except RuntimeError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        config.bench_machine = store_machine(config.getoption("bench_machine_label"))
         config.bench_code_version = store.code_version()
         if config.getoption("bench_resume"):
             _resume(config, items)
@@ -74,17 +87,20 @@ def pytest_collection_modifyitems(session, config, items):
             enable_determinism()
 
 
-def store_machine() -> dict:
+def store_machine(label: str | None = None) -> dict:
     """What a store line says of its machine: enough to label it and to match it on resume."""
     import platform
 
     import cpuinfo
 
     from bench.gpu import describe_gpus
+    from bench.machine import short_label
 
     gpu = describe_gpus()
-    return {"node": platform.node(), "cpu": cpuinfo.get_cpu_info().get("brand_raw"), "cpu_count": os.cpu_count(),
-            "gpu_name": gpu.get("name"), "gpu_count": gpu.get("count", 0)}
+    cpu = cpuinfo.get_cpu_info().get("brand_raw")
+    return {"node": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "gpu_name": gpu.get("name"), "gpu_count": gpu.get("count", 0),
+            "label": label or short_label(gpu, cpu, os.cpu_count())}
 
 
 def _resume(config, items):
@@ -166,6 +182,12 @@ def record_epoch_times(benchmark, record: dict) -> None:
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    from bench.machine import machine_identity
+    from bench.machine import machine_identity, short_label
 
     machine_info.update(machine_identity())
+    cpu = (machine_info.get("cpu") or {}).get("brand_raw")
+    machine = getattr(config, "bench_machine", None)
+    machine_info["machine_label"] = (machine["label"] if machine else
+                                     config.getoption("bench_machine_label")
+                                     or short_label(machine_info["gpu"], cpu, machine_info["cpu_count"]))
+    machine_info["tf_threads"] = getattr(config, "bench_threads", None)

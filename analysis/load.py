@@ -16,7 +16,10 @@ class LoadError(ValueError):
 
 
 def machine_label(info: dict) -> str:
-    """GPU name when the machine had one, else the CPU model and core count; plus the host."""
+    """The label recorded with the results (`--machine-label` or the suite's short label, e.g. EPYC-2c);
+    for files without one: GPU name when the machine had one, else the CPU model and core count; plus the host."""
+    if info.get("machine_label"):
+        return str(info["machine_label"])
     gpu = info.get("gpu") or {}
     if gpu.get("available") and gpu.get("name"):
         count = gpu.get("count") or 1
@@ -31,6 +34,8 @@ def machine_label(info: dict) -> str:
 
 def store_machine_label(machine: dict) -> str:
     """The same label for a run-store line's machine entry."""
+    if machine.get("label"):
+        return str(machine["label"])
     return machine_label({"gpu": {"available": bool(machine.get("gpu_name")), "name": machine.get("gpu_name"),
                                   "count": machine.get("gpu_count")},
                           "cpu": {"brand_raw": machine.get("cpu")}, "cpu_count": machine.get("cpu_count"),

@@ -59,10 +59,16 @@ def describe_gpus(nvml=None) -> dict:
         devices = []
         for i in range(count):
             h = nvml.nvmlDeviceGetHandleByIndex(i)
+            try:
+                major, minor = nvml.nvmlDeviceGetCudaComputeCapability(h)
+                capability = f"{major}.{minor}"
+            except (nvml.NVMLError, AttributeError):
+                capability = None
             devices.append({
                 "index": i,
                 "name": _text(nvml.nvmlDeviceGetName(h)),
                 "memory_total_mib": round(nvml.nvmlDeviceGetMemoryInfo(h).total / 2**20),
+                "compute_capability": capability,
             })
         cuda = nvml.nvmlSystemGetCudaDriverVersion()
         info = {

@@ -169,6 +169,10 @@ def parse_activation(text: str) -> str:
     return text
 
 
+def parse_threads(text: str) -> int:
+    return _int("--threads", text, low=1, high=1024, what="threads is a positive integer (TensorFlow intra- and inter-op threads)")
+
+
 def keras_optimizers() -> dict:
     """Every optimizer class the installed Keras ships, by lower-case name, wrappers excluded.
 

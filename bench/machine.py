@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 import os
+import re
 
 from bench.gpu import describe_gpus
+
+
+def short_label(gpu: dict, cpu_brand: str | None, cpu_count: int | None) -> str:
+    """A short human label: `H100-80GB` for a GPU machine, `EPYC-2c` for a CPU-only one."""
+    if gpu.get("available") and gpu.get("name"):
+        words = []
+        for w in gpu["name"].replace("NVIDIA", "").replace("GeForce", "").replace("Tesla", "").split():
+            if re.fullmatch(r"\d+GB|PCIe|SXM\d*|HBM\d*e?|NVL", w):
+                break  # memory and form factor: the memory is appended below
+            words.append(w.split("-")[0])
+        mem = (gpu.get("devices") or [{}])[0].get("memory_total_mib")
+        label = "-".join(words[:2] or ["GPU"]) + (f"-{round(mem / 1024)}GB" if mem else "")
+        return f"{gpu['count']}x{label}" if gpu.get("count", 1) > 1 else label
+    noise = {"amd", "intel", "core", "cpu", "processor"}
+    brand = re.sub(r"\((R|TM)\)", "", cpu_brand or "CPU", flags=re.I).split("@")[0]
+    words = [w for w in brand.split() if w.lower() not in noise]
+    return "-".join(words[:2] or ["CPU"]) + (f"-{cpu_count}c" if cpu_count else "")
 
 
 def machine_identity(nvml=None) -> dict:

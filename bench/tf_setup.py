@@ -36,8 +36,23 @@ def determinism() -> bool:
     return _determinism
 
 
+def set_threads(n: int) -> None:
+    """Limit TensorFlow to `n` threads per op and `n` ops in parallel: fewer CPU resources, measured as such."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError as exc:  # TensorFlow already running: the setting would silently not apply
+        raise RuntimeError(f"--threads must be applied before TensorFlow starts ({exc})") from None
+
+
+def threads() -> dict:
+    """TensorFlow's thread settings as used (0 = TensorFlow's default, one per core)."""
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+
+
 def gpu_devices() -> list:
     return tf.config.list_logical_devices("GPU")
 
 
-__all__ = ["keras", "tf", "gpu_devices", "enable_determinism", "determinism"]
+__all__ = ["keras", "tf", "gpu_devices", "enable_determinism", "determinism", "set_threads", "threads"]

@@ -9,7 +9,7 @@ import time
 from bench.gpu import GpuSampler
 from bench.grid import MAX_CURVE_POINTS, MNIST_TEST_SIZE, SCHEMA, RunConfig
 from bench.model import CurveRecorder, build_mlp, make_optimizer
-from bench.tf_setup import determinism, gpu_devices, keras, tf
+from bench.tf_setup import determinism, gpu_devices, keras, tf, threads
 
 EVAL_BATCH_SIZE = 1000  # evaluation is untimed; a fixed batch keeps its cost independent of the grid
 
@@ -132,5 +132,6 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
             "jit_compile": bool(model.jit_compile),
             "steps_per_execution": int(model.steps_per_execution),
             "op_determinism": determinism(),
+            "threads": threads(),
         },
     }

@@ -53,6 +53,7 @@ def test_machine_label():
         == "NVIDIA H100 (n1)"
     assert machine_label({"gpu": {"available": False}, "cpu": {"brand_raw": "AMD EPYC"}, "cpu_count": 2,
                           "node": "vm"}) == "AMD EPYC 2c (vm)"
+    assert machine_label({"machine_label": "EPYC-1thread", "node": "vm"}) == "EPYC-1thread"  # --machine-label wins
 
 
 def test_time_to_target_known_values():

@@ -55,6 +55,9 @@ def test_machine_info_identifies_the_machine(smoke_run):
     if not info["gpu"]["available"]:
         assert info["gpu"]["reason"] and info["tf_gpus"] == []
     assert info["cpu_count"] >= 1 and info["cpu"]["brand_raw"]
+    assert isinstance(info["machine_label"], str) and info["machine_label"].endswith(f"-{info['cpu_count']}c") \
+        or info["gpu"]["available"]
+    assert info["tf_threads"] is None  # TensorFlow's default: one thread per core
 
 
 def test_every_run_was_stored_as_it_finished(smoke_run):
@@ -91,6 +94,7 @@ def test_pytest_benchmark_compare_reads_the_file(smoke_run, group_by):
     (["--epochs", "0"], "--epochs: 0 is out of range"),
     (["--bench-profile", "nope"], "unknown profile 'nope'"),
     (["--mnist", "/nonexistent/mnist.npz"], "'/nonexistent/mnist.npz' does not exist"),
+    (["--threads", "0"], "--threads: 0 is out of range"),
 ])
 def test_bad_options_are_usage_errors(run_pytest, args, message):
     proc = run_pytest("bench", "--collect-only", "-q", *args, timeout=300)

@@ -53,6 +53,9 @@ class FakeNVML:
         self.energy_mj += self.energy_step
         return self.energy_mj
 
+    def nvmlDeviceGetCudaComputeCapability(self, h):
+        return (9, 0)
+
     def nvmlSystemGetDriverVersion(self):
         return "550.54.15"
 
@@ -123,6 +126,21 @@ def test_describe_gpus_with_nvml():
     assert ident["available"] is True and ident["count"] == 2
     assert ident["name"] == "Fake GPU 80GB" and ident["devices"][1]["memory_total_mib"] == 81920
     assert ident["driver_version"] == "550.54.15" and ident["cuda_driver_version"] == "12.4"
+    assert ident["devices"][0]["compute_capability"] == "9.0"
+
+
+@pytest.mark.parametrize("gpu,cpu,cores,label", [
+    ({"available": True, "name": "NVIDIA H100 80GB HBM3", "count": 1, "devices": [{"memory_total_mib": 81559}]},
+     None, 16, "H100-80GB"),
+    ({"available": True, "name": "NVIDIA A100-SXM4-40GB", "count": 2, "devices": [{"memory_total_mib": 40960}]},
+     None, 16, "2xA100-40GB"),
+    ({"available": False}, "Intel(R) Xeon(R) CPU @ 2.20GHz", 2, "Xeon-2c"),
+    ({"available": False}, "AMD EPYC", 2, "EPYC-2c"),
+])
+def test_short_machine_label(gpu, cpu, cores, label):
+    from bench.machine import short_label
+
+    assert short_label(gpu, cpu, cores) == label
 
 
 def test_nvml_failure_mid_run_keeps_the_run(monkeypatch):

@@ -46,6 +46,13 @@ def test_expected_updates(train_size, batch, expected):
     assert cfg.expected_updates == 3 * expected
 
 
+def test_threads():
+    assert grid.parse_threads("1") == 1
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(grid.BadOption, match="--threads"):
+            grid.parse_threads(bad)
+
+
 def test_all_optimizers_come_from_keras_without_wrappers():
     names = grid.parse_optimizers("all")
     assert names[:7] == grid.LECTURE_OPTIMIZERS

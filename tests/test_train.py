@@ -61,6 +61,7 @@ def test_record_keys_and_types(adam_record):
     assert adam_record["dispatch"]["backend"] == "tensorflow"
     assert adam_record["dispatch"]["steps_per_execution"] == 1
     assert isinstance(adam_record["dispatch"]["jit_compile"], bool)
+    assert set(adam_record["dispatch"]["threads"]) == {"intra_op", "inter_op"}
 
 
 def test_timing_fields_agree(adam_record):
