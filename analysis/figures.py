@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # figures are files and tests: never a window
 matplotlib.rcParams["svg.hashsalt"] = "mnist-mlp-bench"  # stable SVG ids across regenerations
@@ -29,7 +30,7 @@ def _batch_axis(ax, summary: pd.DataFrame):
     ax.set_xscale("log")
     ax.set_xticks(sizes)
     ax.set_xticklabels([f"{labels[s]}" if labels[s] == "full" else f"{s:,}" for s in sizes])
-    ax.minorticks_off()
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("batch size (examples per update, log scale)")
 
 
@@ -245,9 +246,16 @@ def machines_relative(summary: pd.DataFrame) -> plt.Figure | None:
     sns.lineplot(data=data, x="batch_size", y="relative", hue="machine", marker="o", ax=ax,
                  estimator="median", errorbar=None)
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2gx"))
     ax.axhline(1, color="gray", linewidth=1)
     _batch_axis(ax, data)
-    ax.set_ylabel(f"epoch time relative to {machines[0]} (log)")
-    ax.set_title(f"Epoch time relative to {machines[0]} (median over optimizers; below 1 = faster)")
+    ax.set_ylabel(f"epoch time / {machines[0]}'s (log; below 1 = faster)")
+    med = data.groupby(["machine", "batch_size"], observed=True)["relative"].median()
+    sizes = sorted(data["batch_size"].unique())
+    other = machines[1]
+    ax.set_title(f"{other}: {med[(other, sizes[0])]:.2g}x the epoch time of {machines[0]} at batch "
+                 f"{sizes[0]:,}, {med[(other, sizes[-1])]:.2g}x at {sizes[-1]:,}\n(median over optimizers)")
     fig.tight_layout()
     return fig
