@@ -89,6 +89,16 @@ def findings(runs: pd.DataFrame, summary: pd.DataFrame, knee_table: pd.DataFrame
                   "guess: still on the initial plateau. " if stuck else "No batch size ended on the initial "
                   f"plateau (loss ln 10 = {chance_loss:.2f}). ")
         + "Whether a plateau is a saddle or a minimum needs the curvature probes, which these records do not hold.")
+    machines = [m for m in dict.fromkeys(summary["machine"])]
+    if len(machines) > 1:
+        base = summary[summary["machine"] == machines[0]].set_index(["optimizer", "batch_size"])["epoch_time_s"]
+        parts = []
+        for m in machines[1:]:
+            mine = summary[summary["machine"] == m].set_index(["optimizer", "batch_size"])["epoch_time_s"]
+            ratio = (mine / base).dropna().groupby(level="batch_size").median()
+            parts.append(f"{m}: " + ", ".join(f"batch {b:,} {r:.2f}x" for b, r in ratio.items()))
+        out["machines"] = (f"Epoch time relative to {machines[0]} (median over optimizers, below 1 = faster): "
+                           + "; ".join(parts) + ".")
     fin = runs.groupby("batch_label", sort=False)["test_accuracy"].mean()
     out["learning_curves"] = ("Mean final test accuracy over optimizers by batch size: "
                               + ", ".join(f"{b}: {_fmt(fin.get(b), '.3f')}" for b in order if b in fin.index) + ".")
@@ -128,7 +138,7 @@ def render(runs: pd.DataFrame, summary: pd.DataFrame, knee_table: pd.DataFrame, 
         ("saddle", "4. Loss and gradient norm per update (saddle points)", f["saddle"]),
         ("learning_curves", "5. Learning curves", f["learning_curves"]),
         ("gpu", "6. GPU utilisation and power", None),
-        ("machines", "7. Machines side by side", None),
+        ("machines", "7. Machines side by side", f.get("machines")),
     ]
     for key, title, text in sections:
         parts.append(f"## {title}\n")

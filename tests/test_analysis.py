@@ -179,3 +179,19 @@ def test_analysis_never_imports_tensorflow():
            "print(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_two_machines_get_the_side_by_side_figure(tmp_path):
+    """On the two committed real runs of this CPU at 2 and 1 TensorFlow threads (reports/machines)."""
+    machines = Path(__file__).resolve().parents[1] / "reports" / "machines"
+    files = [machines / "2threads.json", machines / "1thread.json"]
+    runs, summary, _, figs = build(load_runs(files))
+    assert list(runs["machine"].cat.categories) == ["EPYC-2c-2threads", "EPYC-2c-1thread"]
+    ax = figs["machines"].axes[0]
+    assert {l.get_label() for l in ax.get_lines()} >= {"EPYC-2c-2threads", "EPYC-2c-1thread"}
+    proc = subprocess.run([sys.executable, "-m", "analysis", "report", *map(str, files), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "fig7_machines.png").exists()
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "Epoch time relative to EPYC-2c-2threads" in text and "EPYC-2c-1thread: batch 1 " in text
