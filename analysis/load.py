@@ -49,7 +49,11 @@ def _check_schemas(path, schemas):
 
 
 def read_store(path: Path, text: str) -> pd.DataFrame:
-    """A run store (one JSON object per line, as `pytest bench --bench-store` writes); a torn last line is skipped."""
+    """A run store (one JSON object per line, as `pytest bench --bench-store` writes); a torn last line is skipped.
+
+    bench/store.py reads the same format; analysis keeps its own reader because the result file is
+    the only door between the two halves (analysis never imports bench, nor through it TensorFlow).
+    """
     lines = text.splitlines()
     last = max((i for i, s in enumerate(lines) if s.strip()), default=-1)
     entries = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import statistics
 import threading
-import time
 
 NULL_SUMMARY = {
     "samples": 0,

@@ -143,7 +143,7 @@ def test_short_machine_label(gpu, cpu, cores, label):
     assert short_label(gpu, cpu, cores) == label
 
 
-def test_nvml_failure_mid_run_keeps_the_run(monkeypatch):
+def test_nvml_failure_mid_run_keeps_the_run():
     nvml = FakeNVML([50], [100], [80])
     sampler = gpu.GpuSampler(nvml=nvml)
     sampler.sample_once()

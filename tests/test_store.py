@@ -1,7 +1,6 @@
 """Sweeps that survive: the run store under kill -9, Ctrl-C, torn writes and two writers; --resume; bad stores."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
