@@ -71,7 +71,7 @@ def pytest_collection_modifyitems(session, config, items):
         except DataError as exc:
             raise pytest.UsageError(str(exc)) from None
         if config.bench_threads is not None:
-            from bench.tf_setup import set_threads
+            from bench.backend import set_threads
 
             try:
                 set_threads(config.bench_threads)
@@ -82,9 +82,12 @@ def pytest_collection_modifyitems(session, config, items):
         if config.getoption("bench_resume"):
             _resume(config, items)
         if config.getoption("bench_deterministic"):
-            from bench.tf_setup import enable_determinism
+            from bench.backend import Unsupported, enable_determinism
 
-            enable_determinism()
+            try:
+                enable_determinism()
+            except Unsupported as exc:
+                raise pytest.UsageError(str(exc)) from None
 
 
 def store_machine(label: str | None = None) -> dict:

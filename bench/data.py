@@ -86,7 +86,7 @@ def load_mnist(path: str | os.PathLike | None = None) -> Mnist:
     cache = keras_cache_path()
     if cache.is_file():
         return read_npz(cache)
-    from bench.tf_setup import keras
+    from bench.backend import keras
 
     try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()

@@ -178,7 +178,7 @@ def keras_optimizers() -> dict:
 
     A wrapper (LossScaleOptimizer) is told apart by needing an inner optimizer to be built.
     """
-    from bench.tf_setup import keras
+    from bench.backend import keras
 
     found = {}
     for name, cls in vars(keras.optimizers).items():

@@ -1,4 +1,4 @@
-"""Machine identity for pytest-benchmark's machine_info: GPU, TensorFlow/Keras build, CPU count."""
+"""Machine identity for pytest-benchmark's machine_info: GPU, Keras/backend build, CPU count."""
 
 from __future__ import annotations
 
@@ -26,17 +26,12 @@ def short_label(gpu: dict, cpu_brand: str | None, cpu_count: int | None) -> str:
 
 
 def machine_identity(nvml=None) -> dict:
-    from bench.tf_setup import gpu_devices, keras, tf
+    """GPU (NVML), framework build (Keras, backend, TensorFlow or JAX, CUDA/cuDNN built with), CPU count."""
+    from bench.backend import build_info, gpu_devices
 
-    build = tf.sysconfig.get_build_info()
     return {
         "gpu": describe_gpus(nvml),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "keras_backend": keras.backend.backend(),
-        "tf_built_with_cuda": bool(build.get("is_cuda_build", False)),
-        "tf_cuda_version": build.get("cuda_version"),
-        "tf_cudnn_version": build.get("cudnn_version"),
-        "tf_gpus": [d.name for d in gpu_devices()],
+        **build_info(),
+        "backend_gpus": gpu_devices(),
         "cpu_count": os.cpu_count(),
     }

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
-from bench.tf_setup import keras, tf
+from bench.backend import keras, tf
 
 
 class CurveRecorder:
-    """Keeps every `stride`-th update's minibatch loss and global gradient L2 norm in a device buffer.
+    """TensorFlow backend only (a tf.Variable written inside the traced train step).
+
+    Keeps every `stride`-th update's minibatch loss and global gradient L2 norm in a device buffer.
 
     Written inside the compiled train step and read once after training, so recording costs no
     host synchronisation per step; the gradient norm is computed only on recorded steps.
@@ -64,8 +66,12 @@ class LectureMLP(keras.Sequential):
         return self.compute_metrics(x, y, y_pred)
 
 
-def build_mlp(activation: str = "sigmoid", recorder: CurveRecorder | None = None, cls=LectureMLP):
-    """784 -> Dense 500 -> Dense 500 -> Dense 10 softmax, as in the lecture."""
+def build_mlp(activation: str = "sigmoid", recorder: CurveRecorder | None = None, cls=None):
+    """784 -> Dense 500 -> Dense 500 -> Dense 10 softmax, as in the lecture.
+
+    With a recorder (TensorFlow backend only) the model is a LectureMLP, else a plain keras.Sequential.
+    """
+    cls = cls or (LectureMLP if recorder is not None else keras.Sequential)
     model = cls([
         keras.Input(shape=(784,)),
         keras.layers.Dense(500, activation=activation),

@@ -18,8 +18,8 @@ from bench import grid
 
 
 def plain_epoch_times(cfg: grid.RunConfig, data) -> list:
+    from bench.backend import keras
     from bench.model import build_mlp, make_optimizer
-    from bench.tf_setup import keras
 
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(cfg.seed)

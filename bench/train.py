@@ -6,10 +6,10 @@ import math
 import statistics
 import time
 
+from bench.backend import BACKEND, determinism, gpu_devices, is_oom, keras, threads, to_int
 from bench.gpu import GpuSampler
 from bench.grid import MAX_CURVE_POINTS, MNIST_TEST_SIZE, SCHEMA, RunConfig
 from bench.model import CurveRecorder, build_mlp, make_optimizer
-from bench.tf_setup import determinism, gpu_devices, keras, tf, threads
 
 EVAL_BATCH_SIZE = 1000  # evaluation is untimed; a fixed batch keeps its cost independent of the grid
 
@@ -54,16 +54,28 @@ def _finite(x):
     return x if x is not None and math.isfinite(x) else None
 
 
+def _updates(optimizer, cfg: RunConfig, epochs_done: int) -> int:
+    """The optimizer's update count; where the backend cannot give it back (Keras' JAX trainer after an
+    interrupted fit), the updates of the epochs that finished."""
+    try:
+        return to_int(optimizer.iterations)
+    except Exception:
+        return epochs_done * cfg.steps_per_epoch
+
+
 def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampler: GpuSampler | None = None) -> dict:
     """Train one cell on `data` (a bench.data.Mnist) and return its run record (plain JSON types)."""
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(cfg.seed)
     x_train, y_train, x_test, y_test = data.prepared(cfg.train_size)
 
-    recorder = CurveRecorder(cfg.expected_updates, max_curve_points)
+    # The curve recorder lives in the TensorFlow train step; on JAX the run records no curves.
+    recorder = CurveRecorder(cfg.expected_updates, max_curve_points) if BACKEND == "tensorflow" else None
     model = build_mlp(cfg.activation, recorder)
     optimizer = make_optimizer(cfg.optimizer)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    # read before training: after an interrupted fit, Keras' JAX trainer leaves variables unsynchronised
+    learning_rate = float(f"{float(keras.ops.convert_to_numpy(optimizer.learning_rate)):.7g}")
     sampler = sampler or GpuSampler()
     clock = EpochClock(x_test, y_test, sampler)
 
@@ -73,15 +85,17 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
         try:
             model.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
                       verbose=0, callbacks=[clock])
-        except tf.errors.ResourceExhaustedError as exc:
-            status, error = "oom", f"out of memory: {exc.message.splitlines()[0][:300]}"
         except MemoryError as exc:
             status, error = "oom", f"out of host memory: {exc}"
         except KeyboardInterrupt:  # recorded, then re-raised by the caller to stop the sweep
             status, error = "interrupted", "interrupted (Ctrl-C / SIGINT) during training"
         except Exception as exc:  # a TensorFlow/Keras failure of this cell: a result, the sweep goes on
-            message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            status, error = "error", f"{type(exc).__name__}: {message}"
+            text = str(getattr(exc, "message", None) or exc).strip()
+            message = text.splitlines()[0][:300] if text else ""
+            if is_oom(exc):
+                status, error = "oom", f"out of memory: {message}"
+            else:
+                status, error = "error", f"{type(exc).__name__}: {message}"
     fit_wall = time.perf_counter() - started
     if clock.diverged:
         status, error = "diverged", f"training loss became {clock.train_loss[-1]} in epoch {len(clock.train_loss)}"
@@ -89,7 +103,7 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
     train_eval = {"loss": None, "accuracy": None}
     if status == "ok":
         train_eval = model.evaluate(x_train, y_train, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
-    loss_curve, grad_norm_curve = recorder.curves()
+    loss_curve, grad_norm_curve = recorder.curves() if recorder else ([], [])
     times = clock.times
     epoch_time = _median_steady(times)
     return {
@@ -101,13 +115,14 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
         "batch_size": cfg.batch_size,
         "full_batch": cfg.full_batch,
         "activation": cfg.activation,
+        "dtype": keras.config.floatx(),
         "seed": cfg.seed,
         "train_size": cfg.train_size,
         "test_size": MNIST_TEST_SIZE,
         "epochs": cfg.epochs,
         "epochs_done": len(times),
-        "learning_rate": float(f"{float(keras.ops.convert_to_numpy(optimizer.learning_rate)):.7g}"),
-        "updates": int(optimizer.iterations.numpy()),
+        "learning_rate": learning_rate,
+        "updates": _updates(optimizer, cfg, len(times)),
         "steps_per_epoch": cfg.steps_per_epoch,
         "epoch_times_s": [float(t) for t in times],
         "fit_wall_s": fit_wall,
@@ -123,12 +138,13 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
         "train_loss_by_epoch": [_finite(v) for v in clock.train_loss],
         "loss_curve": [[u, _finite(v)] for u, v in loss_curve],
         "grad_norm_curve": [[u, _finite(v)] for u, v in grad_norm_curve],
-        "curve_stride": recorder.stride,
+        "curve_stride": recorder.stride if recorder else None,
         "diverged": status == "diverged",
         "gpu": sampler.summary(),
         "dispatch": {
             "backend": keras.backend.backend(),
             "device": "GPU" if gpu_devices() else "CPU",
+            "mode": "default",
             "jit_compile": bool(model.jit_compile),
             "steps_per_execution": int(model.steps_per_execution),
             "op_determinism": determinism(),

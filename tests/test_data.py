@@ -68,7 +68,7 @@ def test_env_var_is_used(tmp_path, monkeypatch):
 
 
 def test_offline_without_file_names_env_var_and_cache(tmp_path, monkeypatch):
-    from bench.tf_setup import keras
+    from bench.backend import keras
 
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))

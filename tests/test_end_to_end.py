@@ -50,10 +50,13 @@ def test_machine_info_identifies_the_machine(smoke_run):
     out, _ = smoke_run
     info = json.loads((out / "smoke.json").read_text())["machine_info"]
     assert isinstance(info["tensorflow"], str) and isinstance(info["keras"], str)
-    assert info["keras_backend"] == "tensorflow"
+    assert info["keras_backend"] == "tensorflow" and info["jax"] is None
+    assert isinstance(info["built_with_cuda"], bool) and isinstance(info["backend_gpus"], list)
+    if not info["built_with_cuda"]:  # the CPU wheel: no CUDA/cuDNN versions to report
+        assert info["cuda_version"] is None and info["cudnn_version"] is None
     assert isinstance(info["gpu"]["available"], bool)
     if not info["gpu"]["available"]:
-        assert info["gpu"]["reason"] and info["tf_gpus"] == []
+        assert info["gpu"]["reason"] and info["backend_gpus"] == []
     assert info["cpu_count"] >= 1 and info["cpu"]["brand_raw"]
     assert isinstance(info["machine_label"], str) and info["machine_label"].endswith(f"-{info['cpu_count']}c") \
         or info["gpu"]["available"]

@@ -11,7 +11,8 @@ from bench.data import Mnist
 
 RECORD_KEYS = {
     "schema": str, "status": str, "profile": str, "optimizer": str, "batch_size": int, "activation": str,
-    "seed": int, "train_size": int, "test_size": int, "epochs": int, "learning_rate": float, "updates": int,
+    "dtype": str, "seed": int, "train_size": int, "test_size": int, "epochs": int, "learning_rate": float,
+    "updates": int,
     "epoch_times_s": list, "first_epoch_s": float, "epoch_time_s": float, "time_per_update_s": float,
     "examples_per_s": float, "train_loss": float, "train_accuracy": float, "test_loss": float,
     "test_accuracy": float, "test_accuracy_by_epoch": list, "train_loss_by_epoch": list, "loss_curve": list,
@@ -58,7 +59,8 @@ def test_record_keys_and_types(adam_record):
     json.dumps(adam_record, allow_nan=False)
     assert adam_record["schema"] == grid.SCHEMA
     assert adam_record["learning_rate"] == grid.LEARNING_RATES["adam"]
-    assert adam_record["dispatch"]["backend"] == "tensorflow"
+    assert adam_record["dispatch"]["backend"] == "tensorflow" and adam_record["dispatch"]["mode"] == "default"
+    assert adam_record["dtype"] == "float32"
     assert adam_record["dispatch"]["steps_per_execution"] == 1
     assert isinstance(adam_record["dispatch"]["jit_compile"], bool)
     assert set(adam_record["dispatch"]["threads"]) == {"intra_op", "inter_op"}
@@ -121,7 +123,7 @@ class _NanMnist:
 
 
 def test_out_of_memory_is_a_result(real_mnist, monkeypatch):
-    from bench.tf_setup import keras, tf
+    from bench.backend import keras, tf
 
     def oom(self, *args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[50000,500]")
@@ -140,7 +142,7 @@ def test_out_of_memory_is_a_result(real_mnist, monkeypatch):
 def test_other_failures_are_results(real_mnist, monkeypatch, exc, status, reason):
     """A TF/Keras error in one cell and a Ctrl-C each leave a record (injected into model.fit here;
     tests/test_store.py sends a real SIGINT to a real sweep)."""
-    from bench.tf_setup import keras
+    from bench.backend import keras
 
     def fail(self, *args, **kwargs):
         raise exc
