@@ -6,6 +6,7 @@ import math
 
 import matplotlib
 import matplotlib.ticker
+import matplotlib.transforms
 
 matplotlib.use("Agg")  # figures are files and tests: never a window
 matplotlib.rcParams["svg.hashsalt"] = "mnist-mlp-bench"  # stable SVG ids across regenerations
@@ -157,9 +158,11 @@ def plateaus(curve, rel: float = 0.01, window: int | None = None) -> list[tuple[
     return segs
 
 
-def saddle_curves(runs: pd.DataFrame, optimizer: str | None = None) -> plt.Figure:
-    """Figure 4: minibatch loss and gradient norm vs updates per batch size, plateaus shaded."""
+def saddle_curves(runs: pd.DataFrame, optimizer: str | None = None) -> plt.Figure | None:
+    """Figure 4: minibatch loss and gradient norm vs updates per batch size, plateaus shaded; None without curves."""
     ok = runs[runs["loss_curve"].map(bool)]
+    if ok.empty:
+        return None
     optimizer = optimizer or ("sgd" if "sgd" in set(ok["optimizer"]) else ok["optimizer"].iloc[0])
     sel = ok[(ok["optimizer"] == optimizer)].sort_values(["batch_size", "seed"])
     sel = sel.drop_duplicates(["machine", "batch_size"])  # one seed per batch size keeps it legible
@@ -257,5 +260,150 @@ def machines_relative(summary: pd.DataFrame) -> plt.Figure | None:
     other = machines[1]
     ax.set_title(f"{other}: {med[(other, sizes[0])]:.2g}x the epoch time of {machines[0]} at batch "
                  f"{sizes[0]:,}, {med[(other, sizes[-1])]:.2g}x at {sizes[-1]:,}\n(median over optimizers)")
+    fig.tight_layout()
+    return fig
+
+
+# --- several machines (python -m analysis compare): a Comparison's table in, a Figure out -----------------
+
+def _machine_order(table: pd.DataFrame) -> list:
+    order = table["machine"].cat.categories if hasattr(table["machine"], "cat") else dict.fromkeys(table["machine"])
+    return [m for m in order if m in set(table["machine"])]
+
+
+def _with_note(ax, finding: str, note: str = ""):
+    """Title = the finding; a protocol-mismatch note, if any, in red just above the axes."""
+    ax.set_title(finding, pad=20 if note else 6, fontsize=11)
+    if note:
+        ax.text(0.5, 1.01, note, transform=ax.transAxes, ha="center", va="bottom", fontsize=8, color="firebrick")
+
+
+def _median_by_bs(table, machine, column):
+    return table[table["machine"] == machine].groupby("batch_size")[column].median()
+
+
+def compare_times(table: pd.DataFrame, baseline: str, value: str = "epoch_time_s", knees: pd.DataFrame | None = None,
+                  note: str = "") -> plt.Figure:
+    """Epoch time (or time per update, with knees) vs batch size, one colour per machine, one dash per optimizer."""
+    machines = _machine_order(table)
+    per_update = value == "time_per_update_s"
+    data = table.assign(y=table[value] * (1000 if per_update else 1), machine=table["machine"].astype(str))
+    fig, ax = plt.subplots(figsize=(8.5, 5.8))
+    palette = dict(zip(machines, sns.color_palette(n_colors=len(machines))))
+    style = "optimizer" if data["optimizer"].nunique() > 1 else None
+    sns.lineplot(data=data, x="batch_size", y="y", hue="machine", hue_order=machines, palette=palette, style=style,
+                 marker="o", ax=ax, estimator="median", errorbar=None)
+    ax.set_yscale("log")
+    _batch_axis(ax, data)
+    if per_update:
+        ax.set_ylabel("time per update (ms, log scale)")
+        finding = []
+        if knees is not None and len(knees):
+            for m in machines:
+                k = knees.loc[knees["machine"] == m, "knee_batch_size"].dropna()
+                if len(k):
+                    b = int(k.median())
+                    row = data[(data["machine"] == m) & (data["batch_size"] == b)]
+                    ax.plot(row["batch_size"], row["y"], marker="D", markersize=12, markerfacecolor="none",
+                            markeredgewidth=2, color=palette[m], linestyle="none")
+                finding.append(f"{m} at {int(k.median()):,}" if len(k) else f"{m}: none")
+            ax.plot([], [], marker="D", markerfacecolor="none", color="gray", linestyle="none",
+                    label=f"knee (slope >= {metrics.KNEE_SLOPE})")
+        title = ("Saturation knee (median over optimizers): " + ", ".join(finding)) if finding else \
+            "Time per update vs batch size"
+    else:
+        ax.set_ylabel("steady-state epoch time (s, log scale)")
+        base = _median_by_bs(table, baseline, "epoch_time_s")
+        parts = []
+        for m in machines[1:]:
+            r = base / _median_by_bs(table, m, "epoch_time_s")
+            r = r.dropna()
+            if len(r):
+                parts.append(f"{m} is {r.iloc[0]:.2g}x as fast as {baseline} at batch {r.index[0]:,}, "
+                             f"{r.iloc[-1]:.2g}x at {r.index[-1]:,}")
+        title = "; ".join(parts[:2]) or "Epoch time vs batch size"
+        title += " (median over optimizers)"
+    _with_note(ax, title, note)
+    ax.legend(fontsize="small", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def compare_speedup(table: pd.DataFrame, baseline: str, note: str = "") -> plt.Figure:
+    """Each machine's speed relative to the baseline (baseline epoch time / its epoch time) vs batch size."""
+    machines = _machine_order(table)
+    others = [m for m in machines if m != baseline]
+    data = table[table["machine"].astype(str).isin(others)].assign(machine=lambda d: d["machine"].astype(str))
+    fig, ax = plt.subplots(figsize=(8.5, 5.8))
+    palette = dict(zip(machines, sns.color_palette(n_colors=len(machines))))
+    style = "optimizer" if data["optimizer"].nunique() > 1 else None
+    sns.lineplot(data=data, x="batch_size", y="speedup", hue="machine", hue_order=others, palette=palette,
+                 style=style, marker="o", ax=ax, estimator="median", errorbar=None)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.axhline(1, color="gray", linewidth=1)
+    ax.annotate(f"as fast as {baseline}", (ax.get_xlim()[0], 1), xytext=(4, 3), textcoords="offset points",
+                fontsize=8, color="gray")
+    _batch_axis(ax, data)
+    ax.set_ylabel(f"speed relative to {baseline} (x, log scale; above 1 = faster)")
+    parts = []
+    for m in others:
+        g = data[data["machine"] == m]
+        if len(g):
+            best = g.groupby("batch_size")["speedup"].median()
+            parts.append(f"{m}: {g['speedup'].min():.2g}x to {g['speedup'].max():.2g}x, "
+                         f"most at batch {best.idxmax():,}")
+    _with_note(ax, f"Speed relative to {baseline}: " + "; ".join(parts[:2]), note)
+    ax.legend(fontsize="small", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def compare_time_to_target(table: pd.DataFrame, note: str = "") -> plt.Figure:
+    """Each machine's fastest time to the target test accuracy per optimizer (bars labelled with the batch size)."""
+    machines = _machine_order(table)
+    rows = []
+    for (opt, m), g in table.groupby(["optimizer", "machine"], observed=True):
+        r = g.dropna(subset=["time_to_target_s"])
+        best = r.loc[r["time_to_target_s"].idxmin()] if len(r) else None
+        rows.append({"optimizer": opt, "machine": str(m), "s": best["time_to_target_s"] if best is not None else np.nan,
+                     "batch": best["batch_label"] if best is not None else None})
+    data = pd.DataFrame(rows)
+    target = table["target_accuracy"].dropna()
+    target = float(target.iloc[0]) if len(target) and target.nunique() == 1 else None
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * data["optimizer"].nunique() * len(machines) / 2 + 3), 5.5))
+    palette = dict(zip(machines, sns.color_palette(n_colors=len(machines))))
+    sns.barplot(data=data, x="optimizer", y="s", hue="machine", hue_order=machines, palette=palette, ax=ax)
+    order = [t.get_text() for t in ax.get_xticklabels()]
+    width = 0.8 / len(machines)
+    bottom = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for i, opt in enumerate(order):
+        for j, m in enumerate(machines):
+            row = data[(data["optimizer"] == opt) & (data["machine"] == m)]
+            if row.empty:
+                continue
+            x = i - 0.4 + width * (j + 0.5)
+            if pd.isna(row["s"].iloc[0]):
+                ax.text(x, 0.02, "not reached", transform=bottom, rotation=90, ha="center", va="bottom",
+                        fontsize=7, color=palette[m])
+            else:
+                ax.text(x, row["s"].iloc[0] * 1.08, f"bs {row['batch'].iloc[0]}", rotation=90, ha="center",
+                        va="bottom", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer")
+    what = f"{target:.0%} test accuracy" if target else "the profile's target accuracy"
+    ax.set_ylabel(f"time to {what} (s, log scale; fastest batch size)")
+    reached = data.dropna(subset=["s"])
+    if len(reached):
+        best = reached.loc[reached["s"].idxmin()]
+        finding = (f"Fastest to {what}: {best['machine']}, {best['optimizer']} at batch {best['batch']} "
+                   f"({best['s']:.3g} s)")
+    else:
+        finding = f"No machine reached {what}"
+    _with_note(ax, finding, note)
+    ax.legend(title=None, fontsize="small")
+    ax.margins(y=0.25)
     fig.tight_layout()
     return fig
