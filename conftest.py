@@ -19,6 +19,8 @@ GRID_OPTIONS = {
     "--train-size": ("train_size", "first N MNIST training examples, 1 to 60000 (default: the profile's)"),
     "--seeds": ("seeds", "comma-separated seeds (default: 0)"),
     "--activation": ("activation", "hidden activation: sigmoid (the lecture's, default) or relu"),
+    "--dispatch": ("dispatch", "default (what model.fit gives a user) or fast (XLA, a whole epoch per "
+                               "steps_per_execution call: no per-step host overhead)"),
 }
 
 
@@ -36,6 +38,9 @@ def pytest_addoption(parser):
                     help="short name of this machine in results and reports (default: e.g. H100-80GB, EPYC-2c)")
     group.addoption("--resume", dest="bench_resume", action="store_true",
                     help="skip the cells whose finished record (same protocol, cell, seed, machine) is in the store")
+    group.addoption("--no-calibration", dest="bench_no_calibration", action="store_true",
+                    help="skip measuring the device's matmul rate and memory bandwidth at session start (~2 s on "
+                         "a CPU); runs then carry no peak_fraction")
     group.addoption("--deterministic", dest="bench_deterministic", action="store_true",
                     help="TensorFlow op determinism (slower; CPU runs are reproducible without it)")
 
@@ -81,6 +86,12 @@ def pytest_collection_modifyitems(session, config, items):
         config.bench_code_version = store.code_version()
         if config.getoption("bench_resume"):
             _resume(config, items)
+        _print_estimate(config, items)
+        config.bench_calibration = None
+        if not config.getoption("bench_no_calibration"):
+            from bench.calibrate import calibrate
+
+            config.bench_calibration = calibrate()
         if config.getoption("bench_deterministic"):
             from bench.backend import Unsupported, enable_determinism
 
@@ -88,6 +99,27 @@ def pytest_collection_modifyitems(session, config, items):
                 enable_determinism()
             except Unsupported as exc:
                 raise pytest.UsageError(str(exc)) from None
+
+
+def _print_estimate(config, items):
+    """Before the sweep: how many updates it holds and how long they take on this and reference machines."""
+    from bench import estimate
+    from bench.backend import BACKEND
+
+    cells = {c.test_id: c for c in config.bench_sweep.cells()}
+    todo = [cells[i.callspec.id] for i in items
+            if "cell" in getattr(i, "fixturenames", ()) and getattr(i, "callspec", None) and i.callspec.id in cells]
+    try:
+        with warnings.catch_warnings():  # a torn last line is reported by the resume/store path, not twice
+            warnings.simplefilter("ignore")
+            entries = store.read(config.getoption("bench_store"))
+    except (store.StoreError, OSError):
+        entries = []
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for line in estimate.lines(todo, entries, store.machine_id(config.bench_machine), BACKEND,
+                               config.bench_sweep.dispatch):
+        if reporter is not None:
+            reporter.write_line(line)
 
 
 def store_machine(label: str | None = None) -> dict:
@@ -149,7 +181,7 @@ def run_cell(request, benchmark, mnist):
     from bench.train import run
 
     def _run(cfg: grid.RunConfig) -> dict:
-        record = run(cfg, mnist)
+        record = run(cfg, mnist, peak=getattr(request.config, "bench_calibration", None))
         benchmark.group = cfg.optimizer
         benchmark.extra_info.update(record)
         if benchmark.enabled:
@@ -194,3 +226,5 @@ def pytest_benchmark_update_machine_info(config, machine_info):
                                      config.getoption("bench_machine_label")
                                      or short_label(machine_info["gpu"], cpu, machine_info["cpu_count"]))
     machine_info["tf_threads"] = getattr(config, "bench_threads", None)
+    machine_info["calibration"] = getattr(config, "bench_calibration", None)
+    machine_info["dispatch_mode"] = config.bench_sweep.dispatch

@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-FIGURES = ("epoch_time", "time_per_update", "speed_vs_stability", "saddle", "learning_curves", "gpu", "machines")
+FIGURES = ("epoch_time", "time_per_update", "speed_vs_stability", "saddle", "learning_curves", "gpu", "machines",
+           "efficiency", "dispatch")
 
 
 def build(runs):
@@ -17,6 +18,11 @@ def build(runs):
     from analysis import metrics
 
     runs = metrics.add_run_metrics(runs)
+    # runs of both dispatch modes: figure 9 compares them; the others show one mode (default if present)
+    modes = list(dict.fromkeys(runs["dispatch.mode"]))
+    primary = "default" if "default" in modes else modes[0]
+    both = metrics.cell_summary(runs, extra=["dispatch.mode"])
+    all_runs, runs = runs, runs[runs["dispatch.mode"] == primary]
     summary = metrics.cell_summary(runs)
     summary = summary.join(runs.groupby(metrics.CELL, observed=True)["train_size"].first(), on=metrics.CELL)
     knee_table = metrics.knees(summary)
@@ -31,8 +37,13 @@ def build(runs):
         "gpu": F.gpu_usage(summary) or "no run had a GPU ("
                + "; ".join(sorted(set(runs["gpu.reason"].dropna().astype(str)))) + ")",
         "machines": F.machines_relative(summary) or "the result files come from one machine",
+        "efficiency": F.efficiency(summary) or "no run carries a peak fraction (result files from before the "
+                                               "calibration, or runs made with --no-calibration)",
+        "dispatch": F.dispatch_gap(both) or f"all runs used --dispatch {primary}; run the same sweep with --dispatch "
+                                            + ("fast" if primary == "default" else "default") + " to compare",
     }
-    return runs, summary, knee_table, figs
+    summary.attrs["by_dispatch"] = both  # for the report's dispatch finding
+    return all_runs, summary, knee_table, figs
 
 
 def report(paths, out: Path) -> list[Path]:

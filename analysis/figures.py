@@ -264,6 +264,59 @@ def machines_relative(summary: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+def efficiency(summary: pd.DataFrame) -> plt.Figure | None:
+    """Figure 8: achieved GFLOP/s as a fraction of the machine's measured matmul peak vs batch size; None
+    when no run was scored against a calibration."""
+    data = summary.dropna(subset=["peak_fraction"])
+    if data.empty:
+        return None
+    data = data.assign(pct=data["peak_fraction"] * 100)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    sns.lineplot(data=data, x="batch_size", y="pct", hue="optimizer", style=_style(data), marker="o", ax=ax,
+                 estimator="median", errorbar=None)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}%"))
+    ax.axhline(100, color="gray", linewidth=1)
+    ax.axhline(50, color="gray", linewidth=1, linestyle=":")
+    _batch_axis(ax, data)
+    ax.set_ylabel("achieved / measured matmul peak (%, log scale)")
+    med = data.groupby("batch_size")["pct"].median()
+    gflops = data.groupby("batch_size")["achieved_gflops"].median()
+    peak = float((data["achieved_gflops"] / data["peak_fraction"]).median())
+    big, small = med.index.max(), med.index.min()
+    ax.set_title(f"{med[big]:.0f}% of the measured {peak:.0f} GFLOP/s matmul peak at batch {big:,} "
+                 f"({gflops[big]:.0f} GFLOP/s), {med[small]:.2g}% at batch {small:,}\n(model FLOPs: forward + "
+                 "backward matmuls; median over optimizers)", fontsize=10)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def dispatch_gap(runs_summary: pd.DataFrame) -> plt.Figure | None:
+    """Figure 9: time per update with `--dispatch default` and `fast` vs batch size; None unless both were run."""
+    modes = set(runs_summary["dispatch.mode"])
+    if not {"default", "fast"} <= modes:
+        return None
+    data = runs_summary[runs_summary["dispatch.mode"].isin(["default", "fast"])]
+    data = data.assign(ms=data["time_per_update_s"] * 1000)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    sns.lineplot(data=data, x="batch_size", y="ms", hue="dispatch.mode", hue_order=["default", "fast"],
+                 style="optimizer" if data["optimizer"].nunique() > 1 else None, marker="o", ax=ax,
+                 estimator="median", errorbar=None)
+    ax.set_yscale("log")
+    _batch_axis(ax, data)
+    ax.set_ylabel("time per update (ms, log scale)")
+    wide = data.pivot_table(index=["machine", "optimizer", "batch_size"], columns="dispatch.mode", values="ms",
+                            observed=True).dropna()
+    ratio = (wide["default"] / wide["fast"]).groupby(level="batch_size").median()
+    ax.set_title(f"Per-step dispatch: default costs {ratio.iloc[0]:.2g}x fast at batch {ratio.index[0]:,}, "
+                 f"{ratio.iloc[-1]:.2g}x at {ratio.index[-1]:,}\n(fast = XLA + one call per epoch; "
+                 "median over optimizers)", fontsize=10)
+    ax.legend(fontsize="small", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 # --- several machines (python -m analysis compare): a Comparison's table in, a Figure out -----------------
 
 def _machine_order(table: pd.DataFrame) -> list:

@@ -120,4 +120,10 @@ def load_runs(paths) -> pd.DataFrame:
     df = pd.concat([read_file(p) for p in paths], ignore_index=True)
     df["machine"] = pd.Categorical(df["machine"], categories=list(dict.fromkeys(df["machine"])), ordered=True)
     df["batch_label"] = [("full" if full else str(bs)) for full, bs in zip(df["full_batch"], df["batch_size"])]
+    # fields newer than some result files: what those runs used, or unknown
+    for col, value in (("dispatch.mode", "default"), ("dtype", "float32"), ("dispatch.backend", "tensorflow")):
+        df[col] = df[col].fillna(value) if col in df else value
+    for col in ("achieved_gflops", "peak_fraction", "host_memory_peak_mib"):
+        if col not in df:
+            df[col] = float("nan")
     return df

@@ -53,6 +53,7 @@ def add_run_metrics(df: pd.DataFrame) -> pd.DataFrame:
     df["train_time_s"] = [float(sum(t)) if t else math.nan for t in df["epoch_times_s"]]
     df["loss_noise"] = [loss_noise(c) for c in df["loss_curve"]]
     keys = ["machine", "profile", "optimizer", "seed", "train_size", "epochs"]
+    keys += [k for k in ("dispatch.mode", "dispatch.backend") if k in df]  # speed-ups within one mode
     base = (df[df["batch_size"] == 1].set_index(keys)[["epoch_time_s", "time_per_update_s"]]
             .rename(columns=lambda c: c + "_bs1"))
     df = df.join(base, on=keys)
@@ -67,10 +68,11 @@ def median_at(summary: pd.DataFrame, column: str, batch_size: int) -> float:
     return float(vals.median()) if len(vals) else math.nan
 
 
-def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per machine x profile x optimizer x batch size, medians over seeds, accuracy spread."""
+def cell_summary(df: pd.DataFrame, extra=()) -> pd.DataFrame:
+    """One row per machine x profile x optimizer x batch size (x `extra` columns), medians over seeds."""
+    cell = CELL + list(extra)
     ok = df[df["status"] == "ok"]
-    g = ok.groupby(CELL, observed=True)
+    g = ok.groupby(cell, observed=True)
     out = g.agg(
         batch_label=("batch_label", "first"),
         seeds=("seed", "nunique"),
@@ -89,9 +91,12 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
         gpu_util_mean_pct=("gpu.util_mean_pct", "median"),
         gpu_power_mean_w=("gpu.power_mean_w", "median"),
         gpu_energy_j=("gpu.energy_j", "median"),
+        achieved_gflops=("achieved_gflops", "median"),
+        peak_fraction=("peak_fraction", "median"),
+        host_memory_peak_mib=("host_memory_peak_mib", "max"),
     ).reset_index()
-    failed = df[df["status"] != "ok"].groupby(CELL, observed=True).size().rename("failed_runs")
-    out = out.join(failed, on=CELL)
+    failed = df[df["status"] != "ok"].groupby(cell, observed=True).size().rename("failed_runs")
+    out = out.join(failed, on=cell)
     out["failed_runs"] = out["failed_runs"].fillna(0).astype(int)
     return out
 

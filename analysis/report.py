@@ -45,6 +45,8 @@ def protocol_section(runs: pd.DataFrame) -> str:
 def findings(runs: pd.DataFrame, summary: pd.DataFrame, knee_table: pd.DataFrame) -> dict:
     """One short paragraph per figure, numbers filled in from the data."""
     out = {}
+    modes = list(dict.fromkeys(runs["dispatch.mode"]))
+    runs = runs[runs["dispatch.mode"] == ("default" if "default" in modes else modes[0])]
     sp10 = metrics.median_at(summary, "epoch_speedup_vs_bs1", 10)
     sp_all = summary.groupby("batch_label", sort=False)["epoch_speedup_vs_bs1"].median()
     order = summary.sort_values("batch_size")["batch_label"].unique()
@@ -99,6 +101,26 @@ def findings(runs: pd.DataFrame, summary: pd.DataFrame, knee_table: pd.DataFrame
             parts.append(f"{m}: " + ", ".join(f"batch {b:,} {r:.2f}x" for b, r in ratio.items()))
         out["machines"] = (f"Epoch time relative to {machines[0]} (median over optimizers, below 1 = faster): "
                            + "; ".join(parts) + ".")
+    eff = summary.dropna(subset=["peak_fraction"])
+    if len(eff):
+        pct = eff.groupby("batch_size")["peak_fraction"].median() * 100
+        mem = summary.groupby("batch_size")["host_memory_peak_mib"].max()
+        peak = float((eff["achieved_gflops"] / eff["peak_fraction"]).median())
+        out["efficiency"] = (
+            f"Measured matmul peak: {peak:.0f} GFLOP/s (float32, the device the runs trained on). Achieved share "
+            "of it by batch size (median over optimizers): " + ", ".join(f"{b:,}: {p:.2g}%" for b, p in pct.items())
+            + ". Peak host memory of a run by batch size (max over optimizers): "
+            + ", ".join(f"{b:,}: {m:,.0f} MiB" for b, m in mem.dropna().items()) + ".")
+    both = summary.attrs.get("by_dispatch")
+    if both is not None and {"default", "fast"} <= set(both["dispatch.mode"]):
+        wide = both.pivot_table(index=["machine", "optimizer", "batch_size"], columns="dispatch.mode",
+                                values="time_per_update_s", observed=True).dropna()
+        ratio = (wide["default"] / wide["fast"]).groupby(level="batch_size").median()
+        ms = (wide * 1000).groupby(level="batch_size").median()
+        out["dispatch"] = ("Time per update, default vs fast (median over optimizers): " + ", ".join(
+            f"batch {b:,}: {ms.loc[b, 'default']:.3g} vs {ms.loc[b, 'fast']:.3g} ms ({r:.2f}x)"
+            for b, r in ratio.items()) + ". The difference is Keras' per-step host work (dispatch, the data "
+            "iterator, callbacks' bookkeeping) that `fast` removes.")
     fin = runs.groupby("batch_label", sort=False)["test_accuracy"].mean()
     out["learning_curves"] = ("Mean final test accuracy over optimizers by batch size: "
                               + ", ".join(f"{b}: {_fmt(fin.get(b), '.3f')}" for b in order if b in fin.index) + ".")
@@ -139,6 +161,8 @@ def render(runs: pd.DataFrame, summary: pd.DataFrame, knee_table: pd.DataFrame, 
         ("learning_curves", "5. Learning curves", f["learning_curves"]),
         ("gpu", "6. GPU utilisation and power", None),
         ("machines", "7. Machines side by side", f.get("machines")),
+        ("efficiency", "8. Efficiency against the machine's own peak", f.get("efficiency")),
+        ("dispatch", "9. Framework dispatch: default vs fast", f.get("dispatch")),
     ]
     for key, title, text in sections:
         parts.append(f"## {title}\n")

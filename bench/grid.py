@@ -64,6 +64,7 @@ class RunConfig:
     seed: int
     train_size: int
     epochs: int
+    dispatch: str = "default"
 
     @property
     def steps_per_epoch(self) -> int:
@@ -90,6 +91,7 @@ class Sweep:
     optimizers: tuple
     seeds: tuple
     activation: str
+    dispatch: str = "default"
 
     def cells(self) -> list[RunConfig]:
         return [
@@ -102,6 +104,7 @@ class Sweep:
                 seed=seed,
                 train_size=self.train_size,
                 epochs=self.epochs,
+                dispatch=self.dispatch,
             )
             for opt in self.optimizers
             for bs in self.batch_sizes
@@ -169,6 +172,18 @@ def parse_activation(text: str) -> str:
     return text
 
 
+# How Keras drives the training steps. default: what `model.fit` gives a user (one step per call,
+# XLA only where Keras turns it on). fast: the per-step host overhead removed: XLA-compiled step and a
+# whole epoch per call (steps_per_execution = steps per epoch).
+DISPATCH_MODES = ("default", "fast")
+
+
+def parse_dispatch(text: str) -> str:
+    if text not in DISPATCH_MODES:
+        raise BadOption(f"--dispatch: unknown mode {text!r}; choose one of {', '.join(DISPATCH_MODES)}")
+    return text
+
+
 def parse_threads(text: str) -> int:
     return _int("--threads", text, low=1, high=1024, what="threads is a positive integer (TensorFlow intra- and inter-op threads)")
 
@@ -213,7 +228,7 @@ def parse_optimizers(text: str | None) -> tuple:
 
 
 def parse_sweep(profile=None, train_size=None, epochs=None, batch_sizes=None, optimizers=None,
-                seeds=None, activation=None) -> Sweep:
+                seeds=None, activation=None, dispatch=None) -> Sweep:
     """Build the grid from command-line strings; None keeps the profile's value."""
     prof = parse_profile(profile)
     n = prof.train_size if train_size is None else parse_train_size(train_size)
@@ -230,4 +245,5 @@ def parse_sweep(profile=None, train_size=None, epochs=None, batch_sizes=None, op
         optimizers=parse_optimizers(optimizers),
         seeds=(0,) if seeds is None else parse_seeds(seeds),
         activation="sigmoid" if activation is None else parse_activation(activation),
+        dispatch="default" if dispatch is None else parse_dispatch(dispatch),
     )

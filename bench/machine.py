@@ -35,3 +35,32 @@ def machine_identity(nvml=None) -> dict:
         "backend_gpus": gpu_devices(),
         "cpu_count": os.cpu_count(),
     }
+
+
+def reset_peak_host_memory() -> bool:
+    """Reset the kernel's high-water mark of this process's resident memory (Linux: /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_host_memory_mib(since_reset: bool = True) -> dict:
+    """{'peak_mib', 'source'}: the process's peak resident memory (VmHWM since the last reset, else ru_maxrss:
+    the whole process's peak)."""
+    if since_reset:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return {"peak_mib": round(int(line.split()[1]) / 1024, 1), "source": "VmHWM since run start"}
+        except OSError:
+            pass
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return {"peak_mib": round(rss / (2**20 if sys.platform == "darwin" else 1024), 1),
+            "source": "ru_maxrss (process peak)"}

@@ -1,15 +1,27 @@
-"""Instrumentation overhead: the suite's recorded run against a plain `model.fit` of the same cell.
+"""How far the measurement is from the hardware: the suite's own overhead, and the framework's dispatch cost.
 
-    python -m bench.overhead --batch-sizes 1,100,10000 --train-size 10000 --epochs 4 --repeats 4
+    python -m bench.overhead                    # both tables below, Adam, 10,000 examples
+    python -m bench.overhead --what overhead --batch-sizes 1,100,10000 --repeats 6
+    python -m bench.overhead --what dispatch --json reports/overhead.json
 
-Runs the two interleaved, `repeats` times each, alternating which goes first (machines drift), and
-prints the median steady-state epoch time of each and their ratio. Both use the same model, optimizer, seed and data; the plain run has only an
-epoch timer (no curve recorder, no evaluation between epochs).
+* overhead: the suite's instrumented run (`bench.train.run`: curve recorder, NVML sampler, per-epoch
+  test evaluation) against a plain `model.fit` of the same model, data, optimizer, seed and settings
+  with only an epoch timer. Target: ratio <= 1.03 at each batch size.
+* dispatch: time per update of `model.fit` as a user gets it (`default`), of `--dispatch fast` (XLA and
+  a whole epoch per steps_per_execution call), and of the floor: the same update steps written as one
+  XLA-compiled loop over an epoch of batches already in device memory, no Keras fit, no data pipeline
+  (TensorFlow backend). default / floor at batch 1 is the framework's per-step dispatch cost.
+
+Each configuration runs `repeats` times, in an order rotated every repeat (this shared machine drifts:
+back-to-back identical runs differ by tens of per cent), in one process; the table gives medians of
+the steady-state epochs (every epoch after the first) and their ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import statistics
 import sys
 import time
@@ -17,60 +29,156 @@ import time
 from bench import grid
 
 
-def plain_epoch_times(cfg: grid.RunConfig, data) -> list:
-    from bench.backend import keras
-    from bench.model import build_mlp, make_optimizer
-
-    keras.backend.clear_session(free_memory=True)
-    keras.utils.set_random_seed(cfg.seed)
-    x, y, _, _ = data.prepared(cfg.train_size)
-    model = build_mlp(cfg.activation, cls=keras.Sequential)
-    model.compile(optimizer=make_optimizer(cfg.optimizer), loss="categorical_crossentropy", metrics=["accuracy"])
-    times = []
-
+def _epoch_clock(keras, times):
     class Clock(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            float(logs["loss"])
+            float(logs["loss"])  # waits for the device
             times.append(time.perf_counter() - self.start)
 
-    model.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=0, callbacks=[Clock()])
+    return Clock()
+
+
+def plain_epoch_times(cfg: grid.RunConfig, data) -> list:
+    """`model.fit` of the cell with nothing but an epoch timer (Keras' defaults unless cfg.dispatch is fast)."""
+    from bench.backend import keras
+    from bench.model import build_mlp, make_optimizer
+    from bench.train import compile_args
+
+    keras.backend.clear_session(free_memory=True)
+    keras.utils.set_random_seed(cfg.seed)
+    x, y, _, _ = data.prepared(cfg.train_size)
+    model = build_mlp(cfg.activation, cls=keras.Sequential)
+    model.compile(optimizer=make_optimizer(cfg.optimizer), loss="categorical_crossentropy", metrics=["accuracy"],
+                  **compile_args(cfg))
+    times = []
+    model.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=0,
+              callbacks=[_epoch_clock(keras, times)])
     return times
+
+
+def floor_epoch_times(cfg: grid.RunConfig, data) -> list:
+    """The same updates as one XLA-compiled loop per epoch over batches already on the device (TensorFlow only).
+
+    The floor of what any driver of this model can reach: no per-step host work at all. Batches are
+    cut from a shuffled copy made once (shuffling is not timed); a last partial batch is dropped so the
+    loop has one shape (the update count differs from fit's by at most one per epoch).
+    """
+    from bench.backend import BACKEND, keras, tf
+    from bench.model import build_mlp, make_optimizer
+
+    if BACKEND != "tensorflow":
+        raise SystemExit("python -m bench.overhead: the dispatch floor is written for the tensorflow backend")
+    keras.backend.clear_session(free_memory=True)
+    keras.utils.set_random_seed(cfg.seed)
+    x, y, _, _ = data.prepared(cfg.train_size)
+    steps = cfg.train_size // cfg.batch_size
+    xb = tf.constant(x[: steps * cfg.batch_size].reshape(steps, cfg.batch_size, -1))
+    yb = tf.constant(y[: steps * cfg.batch_size].reshape(steps, cfg.batch_size, -1))
+    model = build_mlp(cfg.activation, cls=keras.Sequential)
+    optimizer = make_optimizer(cfg.optimizer)
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.CategoricalCrossentropy()
+
+    @tf.function(jit_compile=True)
+    def epoch(xb, yb):
+        loss = tf.constant(0.0)
+        for i in tf.range(steps):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb[i], model(xb[i], training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    times = []
+    for _ in range(cfg.epochs):
+        start = time.perf_counter()
+        float(epoch(xb, yb))
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _instrumented(cfg, data):
+    from bench.train import run
+
+    return run(cfg, data)["epoch_times_s"]
+
+
+def measure(cfgs: dict, data, repeats: int) -> dict:
+    """{name: [steady epoch times]} for each name -> (function, cfg), in rotated order."""
+    names = list(cfgs)
+    out = {n: [] for n in names}
+    for r in range(repeats):
+        for n in names[r % len(names):] + names[: r % len(names)]:
+            fn, cfg = cfgs[n]
+            out[n].extend(fn(cfg, data)[1:])
+    return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.splitlines()[0])
-    p.add_argument("--batch-sizes", default="1,100,10000")
+    p.add_argument("--what", choices=("overhead", "dispatch", "both"), default="both")
+    p.add_argument("--batch-sizes", default=None,
+                   help="default: 1,100,10000 for overhead, 1,10,100 for dispatch")
     p.add_argument("--train-size", default="10000")
     p.add_argument("--epochs", default="3")
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--mnist", default=None)
+    p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
-    try:
-        sweep = grid.parse_sweep("quick", train_size=args.train_size, epochs=args.epochs,
-                                 batch_sizes=args.batch_sizes, optimizers=args.optimizer)
-        if sweep.epochs < 2:
-            raise grid.BadOption("--epochs: needs at least 2 (the first epoch includes tracing and is not compared)")
-        from bench.data import DataError, load_mnist
+    from bench.data import DataError, load_mnist
 
+    try:
+        if args.repeats < 1:
+            raise grid.BadOption(f"--repeats: {args.repeats} is not a positive integer")
+        sweeps = {}
+        for what, sizes in (("overhead", "1,100,10000"), ("dispatch", "1,10,100")):
+            if args.what in (what, "both"):
+                sweeps[what] = grid.parse_sweep("quick", train_size=args.train_size, epochs=args.epochs,
+                                                batch_sizes=args.batch_sizes or sizes, optimizers=args.optimizer)
+        if any(s.epochs < 2 for s in sweeps.values()):
+            raise grid.BadOption("--epochs: needs at least 2 (the first epoch includes tracing and is not compared)")
         data = load_mnist(args.mnist)
     except (grid.BadOption, DataError) as exc:
         p.error(str(exc))
-    from bench.train import run
 
-    print(f"{'batch':>6} {'plain s/epoch':>14} {'recorded s/epoch':>17} {'ratio':>7}")
-    for cfg in sweep.cells():
-        plain, recorded = [], []
-        for i in range(args.repeats):
-            pair = [lambda: plain.extend(plain_epoch_times(cfg, data)[1:]),
-                    lambda: recorded.extend(run(cfg, data)["epoch_times_s"][1:])]
-            for measure in pair if i % 2 == 0 else pair[::-1]:
-                measure()
-        a, b = statistics.median(plain), statistics.median(recorded)
-        print(f"{cfg.batch_size:>6} {a:>14.4f} {b:>17.4f} {b / a:>7.3f}", flush=True)
+    results = {"optimizer": args.optimizer, "train_size": int(args.train_size), "epochs": int(args.epochs),
+               "repeats": args.repeats}
+    if "overhead" in sweeps:
+        print(f"{'batch':>6} {'plain s/epoch':>14} {'suite s/epoch':>14} {'ratio':>7}   (target <= 1.03)")
+        rows = []
+        for cfg in sweeps["overhead"].cells():
+            t = measure({"plain": (plain_epoch_times, cfg), "suite": (_instrumented, cfg)}, data, args.repeats)
+            a, b = statistics.median(t["plain"]), statistics.median(t["suite"])
+            rows.append({"batch_size": cfg.batch_size, "plain_s": a, "suite_s": b, "ratio": b / a,
+                         "epochs_measured": len(t["plain"])})
+            print(f"{cfg.batch_size:>6} {a:>14.4f} {b:>14.4f} {b / a:>7.3f}", flush=True)
+        results["overhead"] = rows
+    if "dispatch" in sweeps:
+        print(f"{'batch':>6} {'default ms/upd':>15} {'fast ms/upd':>12} {'floor ms/upd':>13} "
+              f"{'default/floor':>14} {'fast/floor':>11}")
+        rows = []
+        for cfg in sweeps["dispatch"].cells():
+            fast = dataclasses.replace(cfg, dispatch="fast")
+            t = measure({"default": (plain_epoch_times, cfg), "fast": (plain_epoch_times, fast),
+                         "floor": (floor_epoch_times, cfg)}, data, args.repeats)
+            full_steps = cfg.train_size // cfg.batch_size
+            ms = {k: statistics.median(v) * 1000 / (full_steps if k == "floor" else cfg.steps_per_epoch)
+                  for k, v in t.items()}
+            rows.append({"batch_size": cfg.batch_size, **{f"{k}_ms_per_update": v for k, v in ms.items()},
+                         "default_over_floor": ms["default"] / ms["floor"], "fast_over_floor": ms["fast"] / ms["floor"]})
+            print(f"{cfg.batch_size:>6} {ms['default']:>15.3f} {ms['fast']:>12.3f} {ms['floor']:>13.3f} "
+                  f"{ms['default'] / ms['floor']:>14.2f} {ms['fast'] / ms['floor']:>11.2f}", flush=True)
+        results["dispatch"] = rows
+    if args.json:
+        from bench.backend import BACKEND
+
+        results["backend"] = BACKEND
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
     return 0
 
 

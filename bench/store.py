@@ -29,8 +29,10 @@ class TornLineWarning(UserWarning):
 
 def cell_key(record: dict, machine_id: str) -> tuple:
     """What makes two runs the same measurement: protocol, grid cell, seed and machine."""
+    dispatch = record.get("dispatch", "default")
+    dispatch = dispatch.get("mode", "default") if isinstance(dispatch, dict) else dispatch
     return (record["profile"], record["train_size"], record["epochs"], record["activation"], record["optimizer"],
-            record["batch_size"], record["full_batch"], record["seed"], machine_id)
+            record["batch_size"], record["full_batch"], record["seed"], dispatch, machine_id)
 
 
 def machine_id(machine: dict) -> str:

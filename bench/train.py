@@ -9,7 +9,8 @@ import time
 from bench.backend import BACKEND, determinism, gpu_devices, is_oom, keras, threads, to_int
 from bench.gpu import GpuSampler
 from bench.grid import MAX_CURVE_POINTS, MNIST_TEST_SIZE, SCHEMA, RunConfig
-from bench.model import CurveRecorder, build_mlp, make_optimizer
+from bench.machine import peak_host_memory_mib, reset_peak_host_memory
+from bench.model import CurveRecorder, build_mlp, flops_per_example, make_optimizer
 
 EVAL_BATCH_SIZE = 1000  # evaluation is untimed; a fixed batch keeps its cost independent of the grid
 
@@ -63,9 +64,21 @@ def _updates(optimizer, cfg: RunConfig, epochs_done: int) -> int:
         return epochs_done * cfg.steps_per_epoch
 
 
-def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampler: GpuSampler | None = None) -> dict:
-    """Train one cell on `data` (a bench.data.Mnist) and return its run record (plain JSON types)."""
+def compile_args(cfg: RunConfig) -> dict:
+    """model.compile's dispatch arguments for the cell's mode (grid.DISPATCH_MODES)."""
+    if cfg.dispatch == "fast":
+        return {"jit_compile": True, "steps_per_execution": cfg.steps_per_epoch}
+    return {}  # Keras' defaults: jit_compile="auto", steps_per_execution=1
+
+
+def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampler: GpuSampler | None = None,
+        peak: dict | None = None) -> dict:
+    """Train one cell on `data` (a bench.data.Mnist) and return its run record (plain JSON types).
+
+    `peak`: the session's calibration (bench.calibrate), to score the run against the machine's matmul rate.
+    """
     keras.backend.clear_session(free_memory=True)
+    measured_memory = reset_peak_host_memory()
     keras.utils.set_random_seed(cfg.seed)
     x_train, y_train, x_test, y_test = data.prepared(cfg.train_size)
 
@@ -73,7 +86,7 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
     recorder = CurveRecorder(cfg.expected_updates, max_curve_points) if BACKEND == "tensorflow" else None
     model = build_mlp(cfg.activation, recorder)
     optimizer = make_optimizer(cfg.optimizer)
-    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"], **compile_args(cfg))
     # read before training: after an interrupted fit, Keras' JAX trainer leaves variables unsynchronised
     learning_rate = float(f"{float(keras.ops.convert_to_numpy(optimizer.learning_rate)):.7g}")
     sampler = sampler or GpuSampler()
@@ -106,6 +119,10 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
     loss_curve, grad_norm_curve = recorder.curves() if recorder else ([], [])
     times = clock.times
     epoch_time = _median_steady(times)
+    memory = peak_host_memory_mib(since_reset=measured_memory)
+    flops_per_epoch = cfg.train_size * flops_per_example()
+    achieved = flops_per_epoch / epoch_time / 1e9 if epoch_time else None
+    peak_gflops = (peak or {}).get("matmul_gflops")
     return {
         "schema": SCHEMA,
         "status": status,
@@ -139,12 +156,17 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
         "loss_curve": [[u, _finite(v)] for u, v in loss_curve],
         "grad_norm_curve": [[u, _finite(v)] for u, v in grad_norm_curve],
         "curve_stride": recorder.stride if recorder else None,
+        "flops_per_epoch": flops_per_epoch,
+        "achieved_gflops": round(achieved, 3) if achieved else None,
+        "peak_fraction": round(achieved / peak_gflops, 5) if achieved and peak_gflops else None,
+        "host_memory_peak_mib": memory["peak_mib"],
+        "host_memory_source": memory["source"],
         "diverged": status == "diverged",
         "gpu": sampler.summary(),
         "dispatch": {
             "backend": keras.backend.backend(),
             "device": "GPU" if gpu_devices() else "CPU",
-            "mode": "default",
+            "mode": cfg.dispatch,
             "jit_compile": bool(model.jit_compile),
             "steps_per_execution": int(model.steps_per_execution),
             "op_determinism": determinism(),

@@ -1,5 +1,7 @@
 """Option parsing: the grid each profile declares, every override, and the one-line errors for bad values."""
 
+import dataclasses
+
 import pytest
 
 from bench import grid
@@ -73,6 +75,7 @@ def test_all_optimizers_come_from_keras_without_wrappers():
     (dict(profile="huge"), "unknown profile 'huge'; choose one of smoke, quick, lecture"),
     (dict(activation="tanh"), "unknown activation 'tanh'; choose one of sigmoid, relu"),
     (dict(seeds="a"), "--seeds: 'a' is not an integer"),
+    (dict(dispatch="turbo"), "--dispatch: unknown mode 'turbo'; choose one of default, fast"),
 ])
 def test_bad_values_are_one_line_errors(kwargs, message):
     with pytest.raises(grid.BadOption) as info:
@@ -80,3 +83,17 @@ def test_bad_values_are_one_line_errors(kwargs, message):
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_dispatch_mode_is_part_of_every_cell_and_of_the_resume_key():
+    from bench import store
+
+    assert grid.parse_sweep("smoke").dispatch == "default"
+    fast = grid.parse_sweep("smoke", dispatch="fast")
+    assert {c.dispatch for c in fast.cells()} == {"fast"}
+    a, b = grid.parse_sweep("smoke").cells()[0], fast.cells()[0]
+    # resume compares a cell (dispatch: the mode) with stored records (dispatch: {"mode": ..., ...})
+    as_record = lambda c: dict(dataclasses.asdict(c), dispatch={"mode": c.dispatch, "backend": "x"})  # noqa: E731
+    assert store.cell_key(dataclasses.asdict(a), "m") == store.cell_key(as_record(a), "m")
+    assert store.cell_key(dataclasses.asdict(b), "m") == store.cell_key(as_record(b), "m")
+    assert store.cell_key(dataclasses.asdict(a), "m") != store.cell_key(dataclasses.asdict(b), "m")

@@ -1,0 +1,160 @@
+"""Measuring the hardware, not the harness: FLOP counts, the peak calibration, per-run efficiency and memory,
+`--dispatch fast`, the duration estimate, the overhead tool, and the analysis figures of all that."""
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+
+from bench import estimate, grid, train
+from bench.model import LAYERS, flops_per_example
+
+from .test_train import cfg
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_flops_per_example_from_the_layer_shapes():
+    assert LAYERS == ((784, 500), (500, 500), (500, 10))
+    forward = 2 * (784 * 500 + 500 * 500 + 500 * 10)  # 1,294,000
+    assert flops_per_example() == forward + forward + 2 * (500 * 500 + 500 * 10) == 3_098_000
+
+
+def test_calibration_measures_positive_ceilings():
+    from bench.calibrate import bandwidth, calibrate, matmul_peak
+
+    m = matmul_peak(256, chain=2, repeats=2)
+    assert m["matmul_n"] == 256 and 0.1 < m["matmul_gflops"] < 1e6
+    b = bandwidth(2**20, repeats=2)
+    assert b["bandwidth_mib"] == 4 and 0.01 < b["bandwidth_gbs"] < 1e5
+    c = calibrate()
+    assert c["device"] == "CPU" and c["dtype"] == "float32" and c["backend"] == "tensorflow"
+    assert c["matmul_gflops"] > 0 and c["bandwidth_gbs"] > 0 and c["seconds"] < 30
+
+
+@pytest.fixture(scope="module")
+def default_and_fast(real_mnist):
+    peak = {"matmul_gflops": 100.0}
+    return (train.run(cfg("adam", 50, 1000, 3), real_mnist, peak=peak),
+            train.run(grid.RunConfig("smoke", "adam", 50, False, "sigmoid", 0, 1000, 3, dispatch="fast"),
+                      real_mnist, peak=peak))
+
+
+def test_fast_dispatch_runs_the_same_updates_as_one_call_per_epoch(default_and_fast):
+    default, fast = default_and_fast
+    assert default["dispatch"]["mode"] == "default" and default["dispatch"]["steps_per_execution"] == 1
+    assert fast["dispatch"]["mode"] == "fast" and fast["dispatch"]["jit_compile"] is True
+    assert fast["dispatch"]["steps_per_execution"] == 20  # 1,000 examples / batch 50: an epoch per call
+    assert fast["status"] == "ok" and fast["updates"] == default["updates"] == 3 * 20
+    assert len(fast["loss_curve"]) == 60  # the recorder works inside the XLA-compiled loop
+    assert fast["test_accuracy"] > 0.5 and abs(fast["test_accuracy"] - default["test_accuracy"]) < 0.05
+
+
+def test_runs_are_scored_against_the_peak(default_and_fast):
+    for r in default_and_fast:
+        assert r["flops_per_epoch"] == 1000 * 3_098_000
+        assert r["achieved_gflops"] == pytest.approx(r["flops_per_epoch"] / r["epoch_time_s"] / 1e9, rel=1e-3)
+        assert r["peak_fraction"] == pytest.approx(r["achieved_gflops"] / 100.0, rel=1e-3)
+
+
+def test_peak_host_memory_is_recorded_per_run(default_and_fast, real_mnist):
+    for r in default_and_fast:
+        assert r["host_memory_source"] == "VmHWM since run start"
+        assert 100 < r["host_memory_peak_mib"] < 24 * 1024  # TensorFlow alone is a few hundred MiB
+    no_peak = train.run(cfg("sgd", 500, 1000, 2), real_mnist)
+    assert no_peak["peak_fraction"] is None and no_peak["achieved_gflops"] > 0
+
+
+def test_estimate_interpolates_measured_per_update_times():
+    table = {1: 0.001, 100: 0.004, 10000: 0.4}
+    assert estimate.per_update(table, 1) == 0.001 and estimate.per_update(table, 100) == 0.004
+    assert estimate.per_update(table, 10) == pytest.approx(0.002)  # halfway on log-log
+    assert estimate.per_update(table, 50000) == pytest.approx(2.0)  # beyond: proportional to the batch
+    cells = grid.parse_sweep("smoke", batch_sizes="1,100").cells()
+    sgd = [c for c in cells if c.optimizer == "sgd"]
+    assert estimate.seconds(sgd, table, 1.0) == pytest.approx(2000 * 0.001 + 20 * 0.004 + 2.0)
+    lines = estimate.lines(grid.parse_sweep("lecture").cells())
+    assert lines[0].startswith("estimate: 42 runs, 7,777,840 updates (lecture: 50,000 examples x 20 epochs")
+    assert any("H200-140GB" in line and " h " in line for line in lines)
+
+
+@pytest.mark.parametrize("label", list(estimate.REFERENCES))
+def test_reference_times_are_the_committed_measurements(label):
+    ref = estimate.REFERENCES[label]
+    doc = json.loads((ROOT / ref["source"]).read_text())
+    per_bs, over = {}, []
+    for b in doc["benchmarks"]:
+        r = b["extra_info"]
+        if r["status"] == "ok":
+            per_bs.setdefault(r["batch_size"], []).append(r["time_per_update_s"])
+            over.append(r["fit_wall_s"] - r["epochs"] * r["epoch_time_s"])
+    assert doc["machine_info"].get("machine_label", label).startswith(label.split("-")[0])
+    for bs, t in ref["per_update_s"].items():
+        assert t == pytest.approx(statistics.median(per_bs[bs]), rel=1e-3), bs
+    assert ref["per_run_s"] == pytest.approx(statistics.median(over), abs=0.01)
+
+
+def test_overhead_tool_writes_dispatch_and_overhead_tables(tmp_path, real_mnist):
+    out = tmp_path / "o.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.overhead", "--batch-sizes", "100", "--train-size", "500",
+                           "--epochs", "2", "--repeats", "1", "--mnist", real_mnist.source, "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    (o,), (d,) = res["overhead"], res["dispatch"]
+    assert o["batch_size"] == 100 and o["ratio"] == pytest.approx(o["suite_s"] / o["plain_s"])
+    for k in ("default_ms_per_update", "fast_ms_per_update", "floor_ms_per_update"):
+        assert d[k] > 0
+    assert d["default_over_floor"] == pytest.approx(d["default_ms_per_update"] / d["floor_ms_per_update"])
+    assert "default/floor" in proc.stdout and "(target <= 1.03)" in proc.stdout
+
+
+def test_overhead_tool_rejects_bad_values(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.overhead", "--repeats", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--repeats: 0 is not a positive integer" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def both_modes():
+    from analysis.cli import build
+    from analysis.load import load_runs
+
+    return build(load_runs([FIXTURES / "adam-default.json", FIXTURES / "adam-fast.json"]))
+
+
+def test_report_keeps_every_run_and_draws_efficiency_and_dispatch(both_modes):
+    runs, summary, _, figs = both_modes
+    assert len(runs) == 8 and set(runs["dispatch.mode"]) == {"default", "fast"}
+    assert set(summary["batch_size"]) == {1, 10, 100, 2000} and len(summary) == 4  # figures 1-8: default runs
+    try:
+        ax = figs["efficiency"].axes[0]
+        plotted = sorted(y for line in ax.get_lines() for y in line.get_ydata() if not math.isnan(y))
+        for p in summary["peak_fraction"]:
+            assert any(math.isclose(p * 100, y, rel_tol=1e-9) for y in plotted)
+        assert "peak" in ax.get_ylabel() and "GFLOP/s" in ax.get_title()
+        ax = figs["dispatch"].axes[0]
+        assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"default", "fast"}
+        fast = runs[runs["dispatch.mode"] == "fast"]
+        plotted = [y for line in ax.get_lines() for y in line.get_ydata()]
+        for ms in fast["time_per_update_s"] * 1000:
+            assert any(math.isclose(ms, y, rel_tol=1e-9) for y in plotted)
+    finally:
+        for f in figs.values():
+            if not isinstance(f, str):
+                plt.close(f)
+
+
+def test_report_text_states_efficiency_and_dispatch_gap(both_modes):
+    from analysis import report
+
+    runs, summary, knees, _ = both_modes
+    f = report.findings(runs, summary, knees)
+    assert "Measured matmul peak" in f["efficiency"] and "MiB" in f["efficiency"]
+    assert "default vs fast" in f["dispatch"]
