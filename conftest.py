@@ -41,6 +41,11 @@ def pytest_addoption(parser):
     group.addoption("--no-calibration", dest="bench_no_calibration", action="store_true",
                     help="skip measuring the device's matmul rate and memory bandwidth at session start (~2 s on "
                          "a CPU); runs then carry no peak_fraction")
+    group.addoption("--saddle-profile", dest="bench_saddle_profile", default="cpu",
+                    help="bench/test_saddle.py's grid: " + ", ".join(f"{k} ({p.about})"
+                                                             for k, p in grid.SADDLE_PROFILES.items()))
+    group.addoption("--no-probes", dest="bench_no_probes", action="store_true",
+                    help="skip the curvature and noise probes between epochs (pure speed runs)")
     group.addoption("--deterministic", dest="bench_deterministic", action="store_true",
                     help="TensorFlow op determinism (slower; CPU runs are reproducible without it)")
 
@@ -49,13 +54,37 @@ def pytest_configure(config):
     try:
         config.bench_sweep = grid.parse_sweep(**{
             dest: config.getoption(f"bench_{dest}") for dest, _ in GRID_OPTIONS.values()})
+        if config.getoption("bench_no_probes"):
+            config.bench_sweep = dataclasses.replace(config.bench_sweep, probes=False)
         threads = config.getoption("bench_threads")
         config.bench_threads = None if threads is None else grid.parse_threads(threads)
     except grid.BadOption as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
+def pytest_ignore_collect(collection_path, config):
+    """bench/test_saddle.py runs on request only: when named on the command line, not with `pytest bench`."""
+    if collection_path.name != "test_saddle.py":
+        return None
+    named = any(str(a).split("::")[0].endswith("test_saddle.py") for a in config.args)
+    return None if named else True
+
+
 def pytest_generate_tests(metafunc):
+    if "saddle_cell" in metafunc.fixturenames:
+        config = metafunc.config
+        try:
+            cells = grid.saddle_cells(config.getoption("bench_saddle_profile"), config.getoption("bench_train_size"),
+                                      config.getoption("bench_seeds"))
+        except grid.BadOption as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+            raise pytest.UsageError("bench/test_saddle.py needs the tensorflow backend (its probes differentiate twice)")
+        config.bench_saddle_cells = {c.test_id: c for c in cells}
+        metafunc.parametrize("batch_size,budget,seed",
+                             [(grid.FULL if c.full_batch else c.batch_size, c.budget, c.seed) for c in cells],
+                             ids=[c.test_id for c in cells])
+        return
     if "cell" not in metafunc.fixturenames:
         return
     cells = metafunc.config.bench_sweep.cells()
@@ -68,7 +97,7 @@ def pytest_generate_tests(metafunc):
 
 def pytest_collection_modifyitems(session, config, items):
     # Load MNIST once, before any run, so a bad path is one usage error rather than N test errors.
-    if any("cell" in getattr(item, "fixturenames", ()) for item in items):
+    if any({"cell", "saddle_cell"} & set(getattr(item, "fixturenames", ())) for item in items):
         from bench.data import DataError, load_mnist
 
         try:
@@ -171,6 +200,12 @@ def cell(request, optimizer, batch_size, seed) -> grid.RunConfig:
 
 
 @pytest.fixture
+def saddle_cell(request, batch_size, budget, seed) -> grid.RunConfig:
+    return next(c for c in request.config.bench_saddle_cells.values()
+                if (grid.FULL if c.full_batch else c.batch_size, c.budget, c.seed) == (batch_size, budget, seed))
+
+
+@pytest.fixture
 def mnist(request):
     return request.config.bench_mnist_data
 
@@ -182,7 +217,7 @@ def run_cell(request, benchmark, mnist):
 
     def _run(cfg: grid.RunConfig) -> dict:
         record = run(cfg, mnist, peak=getattr(request.config, "bench_calibration", None))
-        benchmark.group = cfg.optimizer
+        benchmark.group = cfg.optimizer if cfg.budget is None else f"{cfg.profile}: sgd, same {cfg.budget}"
         benchmark.extra_info.update(record)
         if benchmark.enabled:
             record_epoch_times(benchmark, record)

@@ -14,10 +14,19 @@ FIGURES = ("epoch_time", "time_per_update", "speed_vs_stability", "saddle", "lea
 
 def build(runs):
     """All derived tables and figures for `runs`: (runs, summary, knees, {key: Figure or reason})."""
+    import pandas as pd
+
     from analysis import figures as F
     from analysis import metrics
 
     runs = metrics.add_run_metrics(runs)
+    saddle = runs[runs["budget"].notna()]  # the saddle benchmark's runs: figure 4 and its text only
+    runs = runs[runs["budget"].isna()]
+    if runs.empty:
+        why = "the files hold only saddle-benchmark runs (bench/test_saddle.py)"
+        figs = {k: why for k in FIGURES}
+        figs["saddle"] = F.saddle_benchmark(saddle)
+        return saddle, None, None, figs
     # runs of both dispatch modes: figure 9 compares them; the others show one mode (default if present)
     modes = list(dict.fromkeys(runs["dispatch.mode"]))
     primary = "default" if "default" in modes else modes[0]
@@ -31,7 +40,7 @@ def build(runs):
         "epoch_time": F.epoch_time(summary),
         "time_per_update": F.time_per_update(summary, knee_table),
         "speed_vs_stability": F.speed_vs_stability(summary),
-        "saddle": F.saddle_curves(ok) or "no run recorded loss curves (the recorder is part of the TensorFlow "
+        "saddle": F.saddle_benchmark(saddle) or F.saddle_curves(ok) or "no run recorded loss curves (the recorder is part of the TensorFlow "
                                          "train step; runs on the JAX backend record none)",
         "learning_curves": F.learning_curves(ok),
         "gpu": F.gpu_usage(summary) or "no run had a GPU ("
@@ -43,6 +52,8 @@ def build(runs):
                                             + ("fast" if primary == "default" else "default") + " to compare",
     }
     summary.attrs["by_dispatch"] = both  # for the report's dispatch finding
+    summary.attrs["saddle"] = saddle  # for the report's saddle-point finding
+    all_runs = pd.concat([all_runs, saddle]) if len(saddle) else all_runs
     return all_runs, summary, knee_table, figs
 
 
@@ -68,7 +79,9 @@ def report(paths, out: Path) -> list[Path]:
             written.append(out / f"{stem}.{ext}")
         plt.close(fig)
         names[key] = f"{stem}.png"
-    (out / "REPORT.md").write_text(R.render(runs, summary, knee_table, names), encoding="utf-8")
+    text = (R.render(runs, summary, knee_table, names) if summary is not None
+            else R.render_saddle_only(runs, names))
+    (out / "REPORT.md").write_text(text, encoding="utf-8")
     written.append(out / "REPORT.md")
     return written
 

@@ -69,7 +69,7 @@ def with_protocol(runs: pd.DataFrame) -> pd.DataFrame:
 
 def compare(runs: pd.DataFrame, baseline: str | None = None, allow_mismatch: bool = False) -> Comparison:
     """Match `runs` (analysis.load.load_runs) across machines; raises LoadError/ProtocolMismatch in one line."""
-    runs = metrics.add_run_metrics(with_protocol(runs))
+    runs = metrics.add_run_metrics(with_protocol(runs[runs["budget"].isna()]))  # not the saddle benchmark's
     machines = [m for m in (runs["machine"].cat.categories if hasattr(runs["machine"], "cat")
                             else dict.fromkeys(runs["machine"])) if m in set(runs["machine"])]
     if len(machines) < 2:

@@ -371,9 +371,11 @@ def compare_times(table: pd.DataFrame, baseline: str, value: str = "epoch_time_s
         for m in machines[1:]:
             r = base / _median_by_bs(table, m, "epoch_time_s")
             r = r.dropna()
+            labels = dict(zip(table["batch_size"], table["batch_label"]))
+            name = lambda b: "full" if labels.get(b) == "full" else f"{b:,}"  # noqa: E731
             if len(r):
-                parts.append(f"{m} is {r.iloc[0]:.2g}x as fast as {baseline} at batch {r.index[0]:,}, "
-                             f"{r.iloc[-1]:.2g}x at {r.index[-1]:,}")
+                parts.append(f"{m}: {r.iloc[0]:.2g}x the speed of {baseline} at batch {name(r.index[0])}, "
+                             f"{r.iloc[-1]:.2g}x at {name(r.index[-1])}")
         title = "; ".join(parts[:2]) or "Epoch time vs batch size"
         title += " (median over optimizers)"
     _with_note(ax, title, note)
@@ -406,8 +408,9 @@ def compare_speedup(table: pd.DataFrame, baseline: str, note: str = "") -> plt.F
         g = data[data["machine"] == m]
         if len(g):
             best = g.groupby("batch_size")["speedup"].median()
-            parts.append(f"{m}: {g['speedup'].min():.2g}x to {g['speedup'].max():.2g}x, "
-                         f"most at batch {best.idxmax():,}")
+            top = best.idxmax()
+            top = "full" if dict(zip(g["batch_size"], g["batch_label"])).get(top) == "full" else f"{top:,}"
+            parts.append(f"{m}: {g['speedup'].min():.2g}x to {g['speedup'].max():.2g}x, most at batch {top}")
     _with_note(ax, f"Speed relative to {baseline}: " + "; ".join(parts[:2]), note)
     ax.legend(fontsize="small", ncol=2)
     fig.tight_layout()
@@ -458,5 +461,80 @@ def compare_time_to_target(table: pd.DataFrame, note: str = "") -> plt.Figure:
     _with_note(ax, finding, note)
     ax.legend(title=None, fontsize="small")
     ax.margins(y=0.25)
+    fig.tight_layout()
+    return fig
+
+
+# --- the saddle benchmark (bench/test_saddle.py) ------------------------------------------------------------
+
+KIND_MARK = {"saddle": "S", "minimum": "M", "slope": "~"}
+
+
+def saddle_benchmark(runs: pd.DataFrame) -> plt.Figure | None:
+    """Figure 4 from the saddle benchmark's records: loss vs updates for the same epochs and for the same
+    updates (plateaus shaded, labelled S = saddle, M = minimum, ~ = slow slope), the full-batch gradient norm
+    at the probes, and the Hessian's extreme eigenvalues at the end of each run vs batch size."""
+    data = runs[runs["budget"].notna() & (runs["status"] == "ok")] if "budget" in runs else runs.iloc[0:0]
+    if data.empty:
+        return None
+    sizes = sorted(data["batch_size"].unique())
+    colors = dict(zip(sizes, sns.color_palette("viridis", n_colors=len(sizes))))
+    labels = dict(zip(data["batch_size"], data["batch_label"]))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    for ax, budget in zip(axes[0], ("epochs", "updates")):
+        sel = data[data["budget"] == budget].sort_values(["batch_size", "seed"]).drop_duplicates("batch_size")
+        if sel.empty:
+            ax.set_axis_off()
+            ax.set_title(f"no run with the same number of {budget}", fontsize=10)
+            continue
+        for _, r in sel.iterrows():
+            c = colors[r["batch_size"]]
+            sm = smooth(r["loss_curve"])
+            ax.plot([p[0] for p in sm], [p[1] for p in sm], color=c, label=f"batch {r['batch_label']}")
+            for p in r["plateaus"] or []:
+                ax.axvspan(p["start_update"], max(p["end_update"], p["start_update"] + 0.5), color=c, alpha=0.12)
+                if p.get("kind"):
+                    ax.annotate(KIND_MARK[p["kind"]], (math.sqrt(p["start_update"] * max(p["end_update"], 1)),
+                                                       p["loss"]), color=c, fontsize=11, fontweight="bold",
+                                ha="center", va="bottom")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("update (log scale)")
+        ax.set_ylabel("minibatch training loss (running median; log)")
+        ax.set_title(f"SGD, the same number of {budget} for every batch size (seed {int(sel['seed'].min())})",
+                     fontsize=10)
+        ax.legend(fontsize="small")
+    ax = axes[1][0]
+    upd = data[data["budget"] == "updates"].sort_values(["batch_size", "seed"])
+    for bs, g in upd.groupby("batch_size"):
+        r = g.iloc[0]
+        steps = r["steps_per_epoch"]
+        norms = r["full_grad_norm_by_epoch"] or []
+        ax.plot([steps * (i + 1) for i in range(len(norms))], norms, marker="o", color=colors[bs],
+                label=f"batch {labels[bs]}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("update (log scale)")
+    ax.set_ylabel(f"full-batch gradient L2 norm\n(probe set, log)")
+    ax.set_title("Gradient norm on the fixed probe set, same number of updates", fontsize=10)
+    ax.legend(fontsize="small")
+    ax = axes[1][1]
+    ends = data.assign(lmin=[h["lambda_min"] if isinstance(h, dict) else np.nan for h in data["hessian"]],
+                       lmax=[h["lambda_max"] if isinstance(h, dict) else np.nan for h in data["hessian"]])
+    for budget, marker in (("epochs", "o"), ("updates", "s")):
+        e = ends[ends["budget"] == budget].groupby("batch_size")[["lmin", "lmax"]].median()
+        ax.plot(e.index, e["lmax"], marker=marker, color="tab:blue", label=f"λ_max, same {budget}")
+        ax.plot(e.index, e["lmin"], marker=marker, color="tab:red", linestyle="--", label=f"λ_min, same {budget}")
+    ax.axhline(0, color="gray", linewidth=1)
+    ax.set_yscale("symlog", linthresh=1e-3)
+    _batch_axis(ax, data)
+    ax.set_ylabel("Hessian eigenvalue at the end of the run\n(probe set; symlog, median over seeds)")
+    ax.set_title("Extreme curvature where each run ended (λ_min < 0: a saddle direction)", fontsize=10)
+    ax.legend(fontsize="small")
+    kinds = [p.get("kind") for ps in data["plateaus"] for p in (ps or []) if p.get("kind")]
+    counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("saddle", "minimum", "slope") if k in kinds)
+    fig.suptitle(f"Saddle benchmark ({data['profile'].iloc[0]}, {data['train_size'].iloc[0]:,} examples, "
+                 f"{data['seed'].nunique()} seed(s)): {len(kinds)} probed plateaus" + (f" — {counts}" if counts else ""),
+                 fontsize=12)
     fig.tight_layout()
     return fig

@@ -123,6 +123,11 @@ def load_runs(paths) -> pd.DataFrame:
     # fields newer than some result files: what those runs used, or unknown
     for col, value in (("dispatch.mode", "default"), ("dtype", "float32"), ("dispatch.backend", "tensorflow")):
         df[col] = df[col].fillna(value) if col in df else value
+    if "budget" not in df:
+        df["budget"] = None
+    for col in ("plateaus", "hessian", "full_grad_norm_by_epoch", "noise_scale_by_epoch"):
+        # absent in older files: None there (concat fills NaN), lists and dicts as recorded elsewhere
+        df[col] = [v if isinstance(v, (list, dict)) else None for v in df[col]] if col in df else None
     for col in ("achieved_gflops", "peak_fraction", "host_memory_peak_mib"):
         if col not in df:
             df[col] = float("nan")

@@ -48,6 +48,48 @@ PROFILES = {
 DEFAULT_PROFILE = "quick"
 
 
+@dataclass(frozen=True)
+class SaddleProfile:
+    """The saddle benchmark (bench/test_saddle.py): plain SGD from 1 to the full batch, once for the same
+    number of epochs and once for the same number of updates, probed at `intervals` equal steps."""
+
+    name: str
+    train_size: int
+    batch_sizes: tuple
+    seeds: tuple
+    epochs: int  # the "same epochs" budget
+    updates: int  # the "same updates" budget
+    intervals: int  # probe and evaluation points per run
+    about: str
+
+
+SADDLE_PROFILES = {
+    "smoke": SaddleProfile("saddle-smoke", 200, (1, 10, FULL), (0,), 2, 100, 4, "the tests: seconds"),
+    "cpu": SaddleProfile("saddle", 1_000, (1, 10, 100, FULL), (0, 1, 2), 10, 1_000, 10,
+                         "3 seeds on 1,000 examples: about 10 minutes on 2 CPU cores"),
+}
+
+
+def saddle_cells(name: str = "cpu", train_size=None, seeds=None) -> list:
+    """The saddle benchmark's grid; `train_size`/`seeds` (command-line strings) override the profile's."""
+    if name not in SADDLE_PROFILES:
+        raise BadOption(f"--saddle-profile: unknown profile {name!r}; choose one of {', '.join(SADDLE_PROFILES)}")
+    p = SADDLE_PROFILES[name]
+    n = p.train_size if train_size is None else parse_train_size(train_size)
+    cells = []
+    for bs in p.batch_sizes:
+        size = n if bs == FULL else bs
+        if size > n:
+            continue
+        epochs_updates = p.epochs * math.ceil(n / size)
+        for budget, total in (("epochs", epochs_updates), ("updates", p.updates)):
+            intervals = math.gcd(total, p.intervals)  # equal intervals of whole updates
+            for seed in (p.seeds if seeds is None else parse_seeds(seeds)):
+                cells.append(RunConfig(p.name, "sgd", size, bs == FULL, "sigmoid", seed, n, intervals,
+                                       budget=budget, total_updates=total))
+    return cells
+
+
 class BadOption(ValueError):
     """A command-line value that is not allowed; the message is one line for the user."""
 
@@ -65,9 +107,16 @@ class RunConfig:
     train_size: int
     epochs: int
     dispatch: str = "default"
+    probes: bool = True  # curvature and noise probes outside the timed epochs (bench/curvature.py)
+    # The saddle benchmark's fixed budget: `total_updates` updates in `epochs` equal intervals, drawn
+    # from the training set reshuffled at each pass (None: ordinary epochs over the training set).
+    budget: str | None = None  # "epochs" or "updates": which quantity is held equal across batch sizes
+    total_updates: int | None = None
 
     @property
     def steps_per_epoch(self) -> int:
+        if self.total_updates is not None:
+            return self.total_updates // self.epochs
         return math.ceil(self.train_size / self.batch_size)
 
     @property
@@ -77,7 +126,8 @@ class RunConfig:
     @property
     def test_id(self) -> str:
         label = FULL if self.full_batch else str(self.batch_size)
-        return f"{self.optimizer}-bs{label}-seed{self.seed}"
+        budget = f"-same{self.budget}" if self.budget else ""
+        return f"{self.optimizer}-bs{label}{budget}-seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -92,6 +142,7 @@ class Sweep:
     seeds: tuple
     activation: str
     dispatch: str = "default"
+    probes: bool = True
 
     def cells(self) -> list[RunConfig]:
         return [
@@ -105,6 +156,7 @@ class Sweep:
                 train_size=self.train_size,
                 epochs=self.epochs,
                 dispatch=self.dispatch,
+                probes=self.probes,
             )
             for opt in self.optimizers
             for bs in self.batch_sizes

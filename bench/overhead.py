@@ -66,6 +66,8 @@ def floor_epoch_times(cfg: grid.RunConfig, data) -> list:
     cut from a shuffled copy made once (shuffling is not timed); a last partial batch is dropped so the
     loop has one shape (the update count differs from fit's by at most one per epoch).
     """
+    import numpy as np
+
     from bench.backend import BACKEND, keras, tf
     from bench.model import build_mlp, make_optimizer
 
@@ -75,8 +77,9 @@ def floor_epoch_times(cfg: grid.RunConfig, data) -> list:
     keras.utils.set_random_seed(cfg.seed)
     x, y, _, _ = data.prepared(cfg.train_size)
     steps = cfg.train_size // cfg.batch_size
-    xb = tf.constant(x[: steps * cfg.batch_size].reshape(steps, cfg.batch_size, -1))
-    yb = tf.constant(y[: steps * cfg.batch_size].reshape(steps, cfg.batch_size, -1))
+    order = np.random.default_rng(cfg.seed).permutation(len(x))[: steps * cfg.batch_size]
+    xb = tf.constant(x[order].reshape(steps, cfg.batch_size, -1))
+    yb = tf.constant(y[order].reshape(steps, cfg.batch_size, -1))
     model = build_mlp(cfg.activation, cls=keras.Sequential)
     optimizer = make_optimizer(cfg.optimizer)
     optimizer.build(model.trainable_variables)

@@ -18,9 +18,9 @@ EVAL_BATCH_SIZE = 1000  # evaluation is untimed; a fixed batch keeps its cost in
 class EpochClock(keras.callbacks.Callback):
     """Times each epoch's training steps, then (untimed) evaluates on the test set and checks for NaN."""
 
-    def __init__(self, x_test, y_test, sampler: GpuSampler):
+    def __init__(self, x_test, y_test, sampler: GpuSampler, prober=None):
         super().__init__()
-        self.x_test, self.y_test, self.sampler = x_test, y_test, sampler
+        self.x_test, self.y_test, self.sampler, self.prober = x_test, y_test, sampler, prober
         self.times, self.test_acc, self.test_loss, self.train_loss = [], [], [], []
         self.diverged = False
         self._start = None
@@ -42,6 +42,8 @@ class EpochClock(keras.callbacks.Callback):
                                      return_dict=True)
         self.test_loss.append(float(result["loss"]))
         self.test_acc.append(float(result["accuracy"]))
+        if self.prober is not None:
+            self.prober.epoch_end(epoch, to_int(self.model.optimizer.iterations))
 
 
 def _median_steady(times: list) -> float | None:
@@ -62,6 +64,36 @@ def _updates(optimizer, cfg: RunConfig, epochs_done: int) -> int:
         return to_int(optimizer.iterations)
     except Exception:
         return epochs_done * cfg.steps_per_epoch
+
+
+def _probes(prober, status, cfg, optimizer, loss_curve, grad_curve) -> dict:
+    """The record's probe fields (bench.curvature); nulls with the reason when there are none."""
+    if prober is None:
+        reason = ("off (--no-probes)" if not cfg.probes else f"the probes need the tensorflow backend, not {BACKEND}")
+        return {"probes": {"enabled": False, "reason": reason}, "full_grad_norm_by_epoch": [],
+                "noise_scale_by_epoch": [], "hessian": None, "plateaus": []}
+    hessian = None
+    if status == "ok":
+        hessian = prober.finish(to_int(optimizer.iterations))
+    return {
+        "probes": {"enabled": True, "reason": None, "probe_size": prober.probe.size, "lanczos_iters": prober.iters,
+                   "seconds": round(prober.seconds, 3)},
+        "full_grad_norm_by_epoch": [e["full_grad_norm"] for e in prober.epochs],
+        "noise_scale_by_epoch": [e["b_simple"] for e in prober.epochs],
+        "hessian": hessian,
+        "plateaus": prober.plateau_records(loss_curve, grad_curve) if status == "ok" else [],
+    }
+
+
+def _repeated(x, y, cfg: RunConfig):
+    """Minibatches of exactly `batch_size` examples, the training set reshuffled at every pass, endlessly."""
+    if BACKEND != "tensorflow":
+        raise RuntimeError("a fixed update budget (the saddle benchmark) needs the tensorflow backend")
+    import tensorflow as tf
+
+    return (tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
+            .batch(cfg.batch_size, drop_remainder=True).repeat())
 
 
 def compile_args(cfg: RunConfig) -> dict:
@@ -90,14 +122,23 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
     # read before training: after an interrupted fit, Keras' JAX trainer leaves variables unsynchronised
     learning_rate = float(f"{float(keras.ops.convert_to_numpy(optimizer.learning_rate)):.7g}")
     sampler = sampler or GpuSampler()
-    clock = EpochClock(x_test, y_test, sampler)
+    prober = None
+    if cfg.probes and BACKEND == "tensorflow":
+        from bench.curvature import Prober
+
+        prober = Prober(model, x_train, y_train, recorder, seed=cfg.seed)
+    clock = EpochClock(x_test, y_test, sampler, prober)
 
     status, error = "ok", None
     started = time.perf_counter()
     with sampler:
         try:
-            model.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
-                      verbose=0, callbacks=[clock])
+            if cfg.total_updates is None:
+                model.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
+                          verbose=0, callbacks=[clock])
+            else:  # a fixed update budget in equal intervals (the saddle benchmark)
+                model.fit(_repeated(x_train, y_train, cfg), epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
+                          verbose=0, callbacks=[clock])
         except MemoryError as exc:
             status, error = "oom", f"out of host memory: {exc}"
         except KeyboardInterrupt:  # recorded, then re-raised by the caller to stop the sweep
@@ -117,10 +158,13 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
     if status == "ok":
         train_eval = model.evaluate(x_train, y_train, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
     loss_curve, grad_norm_curve = recorder.curves() if recorder else ([], [])
+    probes = _probes(prober, status, cfg, optimizer, loss_curve, grad_norm_curve)
     times = clock.times
     epoch_time = _median_steady(times)
     memory = peak_host_memory_mib(since_reset=measured_memory)
-    flops_per_epoch = cfg.train_size * flops_per_example()
+    # examples per timed epoch: the training subset, or one interval of a fixed update budget
+    examples = cfg.steps_per_epoch * cfg.batch_size if cfg.total_updates else cfg.train_size
+    flops_per_epoch = examples * flops_per_example()
     achieved = flops_per_epoch / epoch_time / 1e9 if epoch_time else None
     peak_gflops = (peak or {}).get("matmul_gflops")
     return {
@@ -131,6 +175,7 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
         "optimizer": cfg.optimizer,
         "batch_size": cfg.batch_size,
         "full_batch": cfg.full_batch,
+        "budget": cfg.budget,
         "activation": cfg.activation,
         "dtype": keras.config.floatx(),
         "seed": cfg.seed,
@@ -146,7 +191,7 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
         "first_epoch_s": float(times[0]) if times else None,
         "epoch_time_s": epoch_time,
         "time_per_update_s": epoch_time / cfg.steps_per_epoch if epoch_time else None,
-        "examples_per_s": cfg.train_size / epoch_time if epoch_time else None,
+        "examples_per_s": examples / epoch_time if epoch_time else None,
         "train_loss": train_eval["loss"] and _finite(float(train_eval["loss"])),
         "train_accuracy": train_eval["accuracy"] and float(train_eval["accuracy"]),
         "test_loss": clock.test_loss[-1] if clock.test_loss and status == "ok" else None,
@@ -156,6 +201,7 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
         "loss_curve": [[u, _finite(v)] for u, v in loss_curve],
         "grad_norm_curve": [[u, _finite(v)] for u, v in grad_norm_curve],
         "curve_stride": recorder.stride if recorder else None,
+        **probes,
         "flops_per_epoch": flops_per_epoch,
         "achieved_gflops": round(achieved, 3) if achieved else None,
         "peak_fraction": round(achieved / peak_gflops, 5) if achieved and peak_gflops else None,

@@ -41,6 +41,8 @@ def test_smoke_json_has_every_cell_with_a_complete_record(smoke_run):
         assert plain_types(rec)
         assert rec["status"] == "ok", (b["name"], rec["error"])
         assert rec["updates"] == 2 * -(-1000 // rec["batch_size"])
+        assert rec["probes"]["enabled"] is True and rec["hessian"]["lambda_max"] > 0  # probes on by default
+        assert len(rec["full_grad_norm_by_epoch"]) == 2 and rec["peak_fraction"] > 0
         # pytest-benchmark's stats are the steady-state epoch times of the run
         assert b["stats"]["rounds"] == 1 and b["stats"]["min"] == rec["epoch_times_s"][1]
         assert b["params"]["batch_size"] == rec["batch_size"] and b["params"]["optimizer"] == rec["optimizer"]

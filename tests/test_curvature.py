@@ -1,0 +1,217 @@
+"""The saddle-point instruments (bench/curvature.py): Hessian-vector products against finite differences on
+the real MLP and against the exact Hessian of a tiny network, Lanczos against numpy, the gradient-noise-scale
+estimator on synthetic gradients with a known answer, plateau detection on constructed curves, and the
+probes in a real run's record."""
+
+import math
+
+import numpy as np
+import pytest
+
+from bench import curvature, grid, train
+from bench.backend import keras, tf
+
+from .test_train import cfg, plain_types
+
+
+def tiny_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(3, activation="sigmoid"),
+                             keras.layers.Dense(2, activation="softmax")])
+
+
+def tiny_data(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 4)).astype("float32")
+    y = np.eye(2, dtype="float32")[rng.integers(0, 2, n)]
+    return x, y
+
+
+def exact_hessian(model, x, y) -> np.ndarray:
+    """The full Hessian by differentiating the gradient once more, parameter by parameter (tape.jacobian)."""
+    loss_fn = keras.losses.CategoricalCrossentropy()
+    variables = model.trainable_variables
+    with tf.GradientTape(persistent=True) as outer:
+        with tf.GradientTape() as inner:
+            loss = loss_fn(y, model(x, training=False))
+        flat = tf.concat([tf.reshape(g, [-1]) for g in inner.gradient(loss, variables)], axis=0)
+    blocks = [tf.reshape(outer.jacobian(flat, v), [flat.shape[0], -1]) for v in variables]
+    return np.concatenate([b.numpy() for b in blocks], axis=1).astype(np.float64)
+
+
+def test_hvp_equals_the_exact_hessian_on_a_tiny_network():
+    model, (x, y) = tiny_model(), tiny_data()
+    probe = curvature.Probe(model, x, y)
+    assert probe.dim == 4 * 3 + 3 + 3 * 2 + 2
+    h = exact_hessian(model, x, y)
+    assert np.allclose(h, h.T, atol=1e-5)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        v = rng.standard_normal(probe.dim)
+        assert np.allclose(probe.hvp(v), h @ v, rtol=1e-4, atol=1e-5)
+
+
+def test_hvp_matches_finite_differences_on_the_real_mlp(real_mnist):
+    from bench.model import build_mlp
+
+    keras.utils.set_random_seed(0)
+    model = build_mlp("sigmoid", cls=keras.Sequential)
+    x, y, _, _ = real_mnist.prepared(1000)
+    probe = curvature.Probe(model, x[:256], y[:256])
+    assert probe.dim == 784 * 500 + 500 + 500 * 500 + 500 + 500 * 10 + 10
+    v = np.random.default_rng(0).standard_normal(probe.dim)
+    v /= np.linalg.norm(v)
+    w0 = [var.numpy() for var in probe.variables]
+    eps = 1e-2
+
+    def grad_at(sign):
+        for var, w, dv in zip(probe.variables, w0, probe._split(sign * eps * v)):
+            var.assign(w + dv.numpy())
+        return probe.loss_and_grad()[1]
+
+    fd = (grad_at(+1) - grad_at(-1)) / (2 * eps)
+    for var, w in zip(probe.variables, w0):
+        var.assign(w)
+    hv = probe.hvp(v)
+    cos = hv @ fd / (np.linalg.norm(hv) * np.linalg.norm(fd))
+    assert cos > 0.999 and np.linalg.norm(fd) / np.linalg.norm(hv) == pytest.approx(1.0, rel=0.01)
+
+
+def test_lanczos_finds_the_spectrum_of_an_explicit_matrix():
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.standard_normal((60, 60)))
+    eig = np.concatenate([[-3.0], np.linspace(-1, 1, 58), [5.0]])
+    a = (q * eig) @ q.T
+    assert np.allclose(curvature.lanczos(lambda v: a @ v, 60, iters=60), np.linalg.eigvalsh(a), atol=1e-8)
+    ritz = curvature.lanczos(lambda v: a @ v, 60, iters=20)  # extremes converge first
+    assert ritz[-1] == pytest.approx(5.0, rel=1e-6) and ritz[0] == pytest.approx(-3.0, rel=1e-6)
+
+
+def test_lanczos_on_the_tiny_network_matches_eigvalsh():
+    model, (x, y) = tiny_model(2), tiny_data(seed=2)
+    probe = curvature.Probe(model, x, y)
+    exact = np.linalg.eigvalsh(exact_hessian(model, x, y))
+    h = curvature.hessian_extremes(probe, iters=probe.dim)
+    assert h["lambda_max"] == pytest.approx(exact[-1], rel=1e-3)
+    assert h["lambda_min"] == pytest.approx(exact[0], rel=1e-3, abs=1e-5)
+    assert h["lanczos_iters"] <= probe.dim and h["probe_size"] == 16
+    assert exact[0] < 0 < exact[-1]  # a random sigmoid network is not at a minimum: indefinite Hessian
+
+
+def test_noise_scale_estimator_recovers_known_values():
+    g = np.array([3.0, 4.0])  # |G|^2 = 25
+    trace = 50.0  # tr(Sigma)
+    sq = lambda b: g @ g + trace / b  # noqa: E731  E|G_B|^2 for a batch of b examples
+    est = curvature.noise_scale(10, sq(10), 1000, sq(1000))
+    assert est["grad_sq"] == pytest.approx(25.0) and est["trace_sigma"] == pytest.approx(50.0)
+    assert est["b_simple"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="b_small < b_big"):
+        curvature.noise_scale(100, 1.0, 10, 1.0)
+
+
+def test_noise_scale_on_sampled_gradients():
+    rng = np.random.default_rng(0)
+    dim, g = 20, np.full(20, 0.5)  # |G|^2 = 5
+    sigma = rng.uniform(0.5, 1.5, dim)  # per-example std per coordinate: tr(Sigma) = sum(sigma^2)
+    per_example = g + sigma * rng.standard_normal((200_000, dim))
+    small = per_example[:100_000].reshape(-1, 10, dim).mean(axis=1)
+    big = per_example[100_000:].reshape(-1, 1000, dim).mean(axis=1)
+    est = curvature.noise_scale(10, float((small ** 2).sum(axis=1).mean()), 1000,
+                                float((big ** 2).sum(axis=1).mean()))
+    assert est["b_simple"] == pytest.approx((sigma ** 2).sum() / 5.0, rel=0.1)
+
+
+def test_plateau_detection_on_constructed_curves():
+    flat_then_drop = [[u, 2.3] for u in range(1, 301)] + [[u, 2.3 * math.exp(-(u - 300) / 50)]
+                                                           for u in range(301, 601)]
+    flat_then_drop += [[u, 2.3 * math.exp(-6)] for u in range(601, 1001)]
+    segs = curvature.plateaus(flat_then_drop)
+    assert len(segs) == 2
+    assert segs[0][0] == 1 and 280 <= segs[0][1] <= 330
+    assert 560 <= segs[1][0] <= 640 and segs[1][1] == 1000
+    assert curvature.plateaus([[u, 1.0 / u] for u in range(1, 1001)]) == []  # steady descent: no stall
+    rng = np.random.default_rng(0)
+    noisy = [[u, 2.3 * (1 + 0.05 * rng.standard_normal())] for u in range(1, 501)]
+    assert curvature.plateaus(noisy) == [(1, 500)]  # the running median sees through minibatch noise
+    assert curvature.plateaus([[1, 1.0], [2, 1.0]]) == []
+
+
+def test_saddle_or_minimum_by_the_sign_of_lambda_min():
+    assert curvature.classify(-0.5, 10.0) == "saddle"
+    assert curvature.classify(-1e-5, 10.0) == "minimum"  # within the tolerance: numerically zero
+    assert curvature.classify(0.2, 10.0) == "minimum"
+    assert curvature.classify(None, 10.0) is None
+
+
+@pytest.fixture(scope="module")
+def probed(real_mnist):
+    return train.run(cfg("sgd", 100, 1000, 2), real_mnist)
+
+
+def test_run_records_carry_the_probes(probed):
+    r = probed
+    assert r["probes"]["enabled"] is True and r["probes"]["probe_size"] == 1000
+    assert r["probes"]["lanczos_iters"] == curvature.LANCZOS_ITERS and r["probes"]["seconds"] > 0
+    assert len(r["full_grad_norm_by_epoch"]) == 2 and all(g > 0 for g in r["full_grad_norm_by_epoch"])
+    assert len(r["noise_scale_by_epoch"]) == 2
+    h = r["hessian"]
+    assert h["update"] == r["updates"] and h["lambda_max"] > 0 and h["lambda_min"] <= h["lambda_max"]
+    assert isinstance(r["plateaus"], list) and plain_types(r)
+
+
+def test_full_batch_sgd_on_the_initial_plateau_is_probed_and_classified(real_mnist):
+    """The lecture's setting in miniature: plain SGD, the full batch, sigmoid units, stuck near ln 10."""
+    r = train.run(grid.RunConfig("smoke", "sgd", 1000, True, "sigmoid", 0, 1000, 30), real_mnist)
+    assert r["status"] == "ok" and r["updates"] == 30
+    assert r["train_loss"] == pytest.approx(math.log(10), rel=0.05)
+    assert r["plateaus"], "a 30-update full-batch run at the initial loss is one long plateau"
+    p = r["plateaus"][0]
+    assert set(p) == {"start_update", "end_update", "loss", "grad_norm", "full_grad_norm", "lambda_min",
+                      "lambda_max", "probe_update", "kind"}
+    assert p["lambda_max"] > 0 and p["kind"] in ("saddle", "minimum", "slope")
+    assert p["start_update"] <= p["probe_update"] <= p["end_update"] + 1
+
+
+def test_probes_can_be_turned_off(real_mnist):
+    r = train.run(grid.RunConfig("smoke", "sgd", 500, False, "sigmoid", 0, 1000, 2, probes=False), real_mnist)
+    assert r["probes"] == {"enabled": False, "reason": "off (--no-probes)"}
+    assert r["hessian"] is None and r["plateaus"] == [] and r["full_grad_norm_by_epoch"] == []
+
+
+def test_saddle_benchmark_smoke_end_to_end(real_mnist, tmp_path):
+    """`pytest bench/test_saddle.py --saddle-profile smoke`: every cell runs and is probed, `pytest bench`
+    does not collect it, and the report draws the saddle figure and states the finding from its records."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "saddle.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "bench/test_saddle.py",
+                           "--saddle-profile", "smoke", "--mnist", real_mnist.source, "--benchmark-json", str(out),
+                           "--bench-store", str(tmp_path / "runs.jsonl")],
+                          cwd=root, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    recs = [b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]]
+    assert len(recs) == 6  # batch 1, 10, full (200) x same epochs, same updates
+    for r in recs:
+        assert r["status"] == "ok" and r["probes"]["enabled"] and r["hessian"]["lambda_max"] > 0
+        if r["budget"] == "updates":
+            assert r["updates"] == 100
+        else:
+            assert r["updates"] == 2 * -(-200 // r["batch_size"])
+        assert len(r["full_grad_norm_by_epoch"]) == r["epochs"]
+    assert {(r["batch_size"], r["budget"]) for r in recs} == {(b, k) for b in (1, 10, 200) for k in ("epochs", "updates")}
+
+    collected = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "bench", "--collect-only",
+                                "-q", "--bench-profile", "smoke", "--mnist", real_mnist.source],
+                               cwd=root, capture_output=True, text=True, timeout=300)
+    assert "test_saddle" not in collected.stdout and "28 tests collected" in collected.stdout
+
+    rep = subprocess.run([sys.executable, "-m", "analysis", "report", str(out), "--out", str(tmp_path / "rep")],
+                         cwd=root, capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr
+    text = (tmp_path / "rep" / "REPORT.md").read_text()
+    assert "Same epochs:" in text and "Same updates:" in text and "batch full" in text
+    assert (tmp_path / "rep" / "fig4_saddle.png").exists()
