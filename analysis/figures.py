@@ -298,9 +298,9 @@ def dispatch_gap(runs_summary: pd.DataFrame) -> plt.Figure | None:
     if not {"default", "fast"} <= modes:
         return None
     data = runs_summary[runs_summary["dispatch.mode"].isin(["default", "fast"])]
-    data = data.assign(ms=data["time_per_update_s"] * 1000)
+    data = data.assign(ms=data["time_per_update_s"] * 1000, dispatch=data["dispatch.mode"])
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    sns.lineplot(data=data, x="batch_size", y="ms", hue="dispatch.mode", hue_order=["default", "fast"],
+    sns.lineplot(data=data, x="batch_size", y="ms", hue="dispatch", hue_order=["default", "fast"],
                  style="optimizer" if data["optimizer"].nunique() > 1 else None, marker="o", ax=ax,
                  estimator="median", errorbar=None)
     ax.set_yscale("log")
