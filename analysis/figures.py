@@ -519,8 +519,7 @@ def saddle_benchmark(runs: pd.DataFrame) -> plt.Figure | None:
     ax.set_title("Gradient norm on the fixed probe set, same number of updates", fontsize=10)
     ax.legend(fontsize="small")
     ax = axes[1][1]
-    ends = data.assign(lmin=[h["lambda_min"] if isinstance(h, dict) else np.nan for h in data["hessian"]],
-                       lmax=[h["lambda_max"] if isinstance(h, dict) else np.nan for h in data["hessian"]])
+    ends = data.assign(lmin=data["hessian.lambda_min"], lmax=data["hessian.lambda_max"])
     for budget, marker in (("epochs", "o"), ("updates", "s")):
         e = ends[ends["budget"] == budget].groupby("batch_size")[["lmin", "lmax"]].median()
         ax.plot(e.index, e["lmax"], marker=marker, color="tab:blue", label=f"λ_max, same {budget}")

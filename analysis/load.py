@@ -125,7 +125,9 @@ def load_runs(paths) -> pd.DataFrame:
         df[col] = df[col].fillna(value) if col in df else value
     if "budget" not in df:
         df["budget"] = None
-    for col in ("plateaus", "hessian", "full_grad_norm_by_epoch", "noise_scale_by_epoch"):
+    for col in ("hessian.lambda_min", "hessian.lambda_max"):  # the run-end Hessian probe, flattened
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else float("nan")
+    for col in ("plateaus", "full_grad_norm_by_epoch", "noise_scale_by_epoch"):
         # absent in older files: None there (concat fills NaN), lists and dicts as recorded elsewhere
         df[col] = [v if isinstance(v, (list, dict)) else None for v in df[col]] if col in df else None
     for col in ("achieved_gflops", "peak_fraction", "host_memory_peak_mib"):

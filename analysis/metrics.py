@@ -54,9 +54,11 @@ def add_run_metrics(df: pd.DataFrame) -> pd.DataFrame:
     df["loss_noise"] = [loss_noise(c) for c in df["loss_curve"]]
     keys = ["machine", "profile", "optimizer", "seed", "train_size", "epochs"]
     keys += [k for k in ("dispatch.mode", "dispatch.backend") if k in df]  # speed-ups within one mode
+    df["_budget"] = df["budget"].fillna("") if "budget" in df else ""  # the saddle benchmark's two budgets
+    keys.append("_budget")
     base = (df[df["batch_size"] == 1].set_index(keys)[["epoch_time_s", "time_per_update_s"]]
             .rename(columns=lambda c: c + "_bs1"))
-    df = df.join(base, on=keys)
+    df = df.join(base, on=keys).drop(columns="_budget")
     df["epoch_speedup_vs_bs1"] = df["epoch_time_s_bs1"] / df["epoch_time_s"]
     df["update_cost_vs_bs1"] = df["time_per_update_s"] / df["time_per_update_s_bs1"]
     return df.drop(columns=["epoch_time_s_bs1", "time_per_update_s_bs1"])

@@ -97,15 +97,20 @@ def findings(runs: pd.DataFrame, summary: pd.DataFrame, knee_table: pd.DataFrame
     saddle = summary.attrs.get("saddle")
     if saddle is not None and len(saddle):
         out["saddle"] = "From the saddle benchmark (bench/test_saddle.py). " + saddle_findings(saddle)
-    ns = [v for vs in runs["noise_scale_by_epoch"] for v in (vs or []) if v is not None]
-    if ns:
-        first = [vs[0] for vs in runs["noise_scale_by_epoch"] if vs and vs[0] is not None]
-        last = [vs[-1] for vs in runs["noise_scale_by_epoch"] if vs and vs[-1] is not None]
+    source, where = runs, "these runs"
+    if not any(vs for vs in runs["noise_scale_by_epoch"]) and saddle is not None and len(saddle):
+        source, where = saddle[saddle["status"] == "ok"], "the saddle benchmark's runs"
+    series = [[v for v in vs if v is not None] for vs in source["noise_scale_by_epoch"] if vs]
+    series = [vs for vs in series if vs]
+    if series:
+        allv = [v for vs in series for v in vs]
         out["time_per_update"] += (
-            f" Gradient noise scale B_simple (McCandlish et al.; probe set): median {np.median(first):.3g} at the "
-            f"first epoch end, {np.median(last):.3g} at the last (their published value for MNIST: about 900); "
-            "the batch size beyond which a bigger batch stops buying fewer updates, to compare with the knee, "
-            "where it stops being free.")
+            f" Gradient noise scale B_simple (McCandlish et al., on the probe set; {where}): median "
+            f"{np.median([vs[0] for vs in series]):.3g} at the first probe, {np.median([vs[-1] for vs in series]):.3g} "
+            f"at the last, {np.min(allv):.3g} to {np.max(allv):.3g} over training; their published value for MNIST "
+            "is about 900. B_simple is the batch size beyond which a bigger batch stops saving updates; the knee "
+            "is where a bigger batch stops being free on this hardware: below both, growing the batch is "
+            "pure gain.")
     machines = [m for m in dict.fromkeys(summary["machine"])]
     if len(machines) > 1:
         base = summary[summary["machine"] == machines[0]].set_index(["optimizer", "batch_size"])["epoch_time_s"]
@@ -170,8 +175,7 @@ def saddle_findings(saddle: pd.DataFrame) -> str:
             plats = [p for ps in g["plateaus"] for p in (ps or [])]
             kinds = [p["kind"] for p in plats if p.get("kind")]
             lmins = [p["lambda_min"] for p in plats if p.get("lambda_min") is not None]
-            end_min = np.median([h["lambda_min"] for h in g["hessian"] if isinstance(h, dict)])
-            end_max = np.median([h["lambda_max"] for h in g["hessian"] if isinstance(h, dict)])
+            end_min, end_max = g["hessian.lambda_min"].median(), g["hessian.lambda_max"].median()
             ns = [v for vs in g["noise_scale_by_epoch"] for v in (vs or []) if v is not None]
             stuck_end = sum(1 for ps, n in zip(g["plateaus"], g["updates"])
                             for p in (ps or []) if p.get("kind") == "saddle" and p["end_update"] >= 0.9 * n)
@@ -186,6 +190,13 @@ def saddle_findings(saddle: pd.DataFrame) -> str:
                 text += f"; B_simple {np.median(ns):.3g} (median over probes)"
             rows.append(text)
         parts.append(f"**Same {budget}:** " + "; ".join(rows) + ".")
+    upd = ok[ok["budget"] == "updates"].groupby("batch_label")["train_loss"].median()
+    if "full" in upd.index and len(upd) > 1:
+        best_mini = upd.drop("full").min()
+        parts.append(f"With the same number of updates the full batch ends at training loss {upd['full']:.3f}, "
+                     + ("as low as or lower than" if upd["full"] <= 1.1 * best_mini else "above")
+                     + f" the best minibatch ({best_mini:.3f}, batch {upd.drop('full').idxmin()}): where the full "
+                     "batch stalls after the same epochs, it is because it made fewer updates.")
     full = [v for (b, lab), v in verdict.items() if lab == "full"]
     small = [v for (b, lab), v in verdict.items() if lab in ("1", "10")]
     if full and small:

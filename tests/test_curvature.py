@@ -215,3 +215,34 @@ def test_saddle_benchmark_smoke_end_to_end(real_mnist, tmp_path):
     text = (tmp_path / "rep" / "REPORT.md").read_text()
     assert "Same epochs:" in text and "Same updates:" in text and "batch full" in text
     assert (tmp_path / "rep" / "fig4_saddle.png").exists()
+
+
+def test_report_states_the_committed_saddle_benchmark_from_its_records():
+    """reports/saddle/saddle.json (the real saddle benchmark on this CPU): figure 4 and its text come from it."""
+    import json
+    import statistics
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from analysis import report
+    from analysis.cli import build
+    from analysis.load import load_runs
+
+    path = Path(__file__).resolve().parent.parent / "reports" / "saddle" / "saddle.json"
+    recs = [b["extra_info"] for b in json.loads(path.read_text())["benchmarks"]]
+    runs, summary, _, figs = build(load_runs([path]))
+    assert summary is None and len(runs) == len(recs) == 24  # 4 batch sizes x 2 budgets x 3 seeds
+    fig = figs["saddle"]
+    try:
+        kinds = [p["kind"] for r in recs for p in r["plateaus"] if p["kind"]]
+        assert f"{len(kinds)} probed plateaus" in fig._suptitle.get_text()
+        ends = fig.axes[3]
+        plotted = [y for line in ends.get_lines() for y in line.get_ydata()]
+        full = [r["hessian"]["lambda_min"] for r in recs if r["full_batch"] and r["budget"] == "updates"]
+        assert any(math.isclose(statistics.median(full), y, rel_tol=1e-9) for y in plotted)
+    finally:
+        plt.close(fig)
+    text = report.saddle_findings(runs)
+    full_loss = statistics.median(r["train_loss"] for r in recs if r["full_batch"] and r["budget"] == "updates")
+    assert f"the full batch ends at training loss {full_loss:.3f}" in text
