@@ -210,18 +210,3 @@ def target_table(cmp: Comparison) -> pd.DataFrame:
     if wide["protocol"].nunique() == 1:
         wide = wide.drop(columns="protocol")
     return wide
-
-
-def speedup_summary(cmp: Comparison) -> dict:
-    """machine -> (median speed-up at the smallest matched batch, at the largest, range) over optimizers."""
-    out = {}
-    for m in cmp.machines[1:]:
-        g = cmp.table[cmp.table["machine"] == m]
-        if g.empty:
-            continue
-        by_bs = g.groupby("batch_size")["speedup"].median()
-        labels = dict(zip(g["batch_size"], g["batch_label"]))
-        out[m] = {"smallest": (labels[by_bs.index.min()], float(by_bs.iloc[0])),
-                  "largest": (labels[by_bs.index.max()], float(by_bs.iloc[-1])),
-                  "min": float(g["speedup"].min()), "max": float(g["speedup"].max())}
-    return out

@@ -176,7 +176,10 @@ def saddle_curves(runs: pd.DataFrame, optimizer: str | None = None) -> plt.Figur
             sm = smooth(curve)
             ax.plot([p[0] for p in sm], [p[1] for p in sm], color=color, marker=marker, markersize=4,
                     label=f"batch {r['batch_label']}" if ax is ax_l else None)
-        for a, b in plateaus(r["loss_curve"]):
+        recorded = r.get("plateaus")  # the run's own plateau records; older records have none
+        spans = ([(p["start_update"], p["end_update"]) for p in recorded] if isinstance(recorded, list)
+                 else plateaus(r["loss_curve"]))
+        for a, b in spans:
             ax_l.axvspan(a, max(b, a + 0.5), color=color, alpha=0.12)
     ax_l.set_yscale("log")
     ax_g.set_yscale("log")
@@ -515,7 +518,7 @@ def saddle_benchmark(runs: pd.DataFrame) -> plt.Figure | None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("update (log scale)")
-    ax.set_ylabel(f"full-batch gradient L2 norm\n(probe set, log)")
+    ax.set_ylabel("full-batch gradient L2 norm\n(probe set, log)")
     ax.set_title("Gradient norm on the fixed probe set, same number of updates", fontsize=10)
     ax.legend(fontsize="small")
     ax = axes[1][1]
