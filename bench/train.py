@@ -13,6 +13,10 @@ from bench.machine import peak_host_memory_mib, reset_peak_host_memory
 from bench.model import CurveRecorder, build_mlp, flops_per_example, make_optimizer
 
 EVAL_BATCH_SIZE = 1000  # evaluation is untimed; a fixed batch keeps its cost independent of the grid
+# --dispatch fast records the gradient norm at no more points per run than this (the loss at up to
+# max_curve_points, as in default): at ~0.5 ms per norm in the XLA loop on a CPU, 50 points keep the
+# recorder's share of a fast run's time within a few per cent at batch 100, the worst case (bench.model)
+FAST_NORM_POINTS = 50
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -103,6 +107,66 @@ def compile_args(cfg: RunConfig) -> dict:
     return {}  # Keras' defaults: jit_compile="auto", steps_per_execution=1
 
 
+def driver(cfg: RunConfig) -> str:
+    """Who runs the epochs: Keras' `model.fit`, or (fast mode, TensorFlow) `fit_device_loop`."""
+    if cfg.dispatch == "fast" and BACKEND == "tensorflow" and cfg.total_updates is None:
+        return "device_loop"
+    return "keras_fit"
+
+
+def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, callbacks=()) -> None:
+    """`model.fit(x, y, batch_size, epochs, shuffle=True)` with each epoch one XLA-compiled call (TensorFlow).
+
+    The training set is copied to the device once; each epoch draws a fresh permutation on the device
+    and runs the model's own `train_step` (Keras' loss, optimizer and metrics, and the curve recorder)
+    on every batch inside one compiled loop, the last batch partial as in fit. No per-step host work
+    at all: this is `--dispatch fast` on TensorFlow, where Keras' own `steps_per_execution` still pays
+    a data-iterator read and a compiled-function launch per step. Callbacks get fit's epoch hooks
+    (logs with the epoch's loss and metrics); `model.stop_training` ends the run after an epoch.
+    """
+    tf = __import__("tensorflow")
+    n = len(x)
+    steps, rest = divmod(n, batch_size)
+    xd, yd = tf.constant(x), tf.constant(y)
+
+    def step(index):
+        model.train_step((tf.gather(xd, index), tf.gather(yd, index)))
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def epoch(key):
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=key))
+        for i in tf.range(steps):
+            # tf.slice keeps the batch's static shape; a Python slice here would be dynamic, and XLA
+            # would pad every step to the whole training set
+            step(tf.slice(order, [i * batch_size], [batch_size]))
+        if rest:
+            step(order[steps * batch_size:])
+        return model.get_metrics_result()
+
+    hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
+    model.stop_training = False
+    hooks.on_train_begin()
+    for e in range(epochs):
+        model.reset_metrics()
+        hooks.on_epoch_begin(e)
+        logs = epoch(tf.constant([seed, e], tf.int32))
+        hooks.on_epoch_end(e, {k: float(v) for k, v in logs.items()})
+        if model.stop_training:
+            break
+    hooks.on_train_end()
+
+
+def fit_epochs(model, x, y, cfg: RunConfig, callbacks=()) -> None:
+    """Train `model` (compiled with compile_args(cfg)) on the cell's epochs with the cell's driver."""
+    if driver(cfg) == "device_loop":
+        fit_device_loop(model, x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed, callbacks=callbacks)
+    elif cfg.total_updates is None:
+        model.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=0, callbacks=list(callbacks))
+    else:  # a fixed update budget in equal intervals (the saddle benchmark)
+        model.fit(_repeated(x, y, cfg), epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, verbose=0,
+                  callbacks=list(callbacks))
+
+
 def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampler: GpuSampler | None = None,
         peak: dict | None = None) -> dict:
     """Train one cell on `data` (a bench.data.Mnist) and return its run record (plain JSON types).
@@ -115,7 +179,10 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
     x_train, y_train, x_test, y_test = data.prepared(cfg.train_size)
 
     # The curve recorder lives in the TensorFlow train step; on JAX the run records no curves.
-    recorder = CurveRecorder(cfg.expected_updates, max_curve_points) if BACKEND == "tensorflow" else None
+    recorder = None
+    if BACKEND == "tensorflow":
+        recorder = CurveRecorder(cfg.expected_updates, max_curve_points,
+                                 norm_points=FAST_NORM_POINTS if cfg.dispatch == "fast" else None)
     model = build_mlp(cfg.activation, recorder)
     optimizer = make_optimizer(cfg.optimizer)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"], **compile_args(cfg))
@@ -133,12 +200,7 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
     started = time.perf_counter()
     with sampler:
         try:
-            if cfg.total_updates is None:
-                model.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
-                          verbose=0, callbacks=[clock])
-            else:  # a fixed update budget in equal intervals (the saddle benchmark)
-                model.fit(_repeated(x_train, y_train, cfg), epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
-                          verbose=0, callbacks=[clock])
+            fit_epochs(model, x_train, y_train, cfg, [clock])
         except MemoryError as exc:
             status, error = "oom", f"out of host memory: {exc}"
         except KeyboardInterrupt:  # recorded, then re-raised by the caller to stop the sweep
@@ -201,6 +263,7 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
         "loss_curve": [[u, _finite(v)] for u, v in loss_curve],
         "grad_norm_curve": [[u, _finite(v)] for u, v in grad_norm_curve],
         "curve_stride": recorder.stride if recorder else None,
+        "grad_norm_stride": recorder.norm_stride if recorder else None,
         **probes,
         "flops_per_epoch": flops_per_epoch,
         "achieved_gflops": round(achieved, 3) if achieved else None,
@@ -213,6 +276,7 @@ def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampl
             "backend": keras.backend.backend(),
             "device": "GPU" if gpu_devices() else "CPU",
             "mode": cfg.dispatch,
+            "driver": driver(cfg),
             "jit_compile": bool(model.jit_compile),
             "steps_per_execution": int(model.steps_per_execution),
             "op_determinism": determinism(),

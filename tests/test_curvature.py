@@ -77,6 +77,30 @@ def test_hvp_matches_finite_differences_on_the_real_mlp(real_mnist):
     assert cos > 0.999 and np.linalg.norm(fd) / np.linalg.norm(hv) == pytest.approx(1.0, rel=0.01)
 
 
+def test_gradient_norm_reduced_on_the_device_matches_the_host_gradient(real_mnist):
+    from bench.backend import keras
+    from bench.model import build_mlp
+
+    keras.utils.set_random_seed(0)
+    x, y, _, _ = real_mnist.prepared(300)
+    probe = curvature.Probe(build_mlp("relu", cls=keras.Sequential), x, y)
+    _, g = probe.loss_and_grad()
+    assert probe.grad_norm_sq() == pytest.approx(float(g @ g), rel=1e-5) and g @ g > 0
+    _, g10 = probe.loss_and_grad(x[:10], y[:10])
+    assert probe.grad_norm_sq(x[:10], y[:10]) == pytest.approx(float(g10 @ g10), rel=1e-5)
+
+
+def test_numpy_blas_is_held_to_one_thread_so_probes_leave_the_cores_to_training():
+    from threadpoolctl import threadpool_info
+
+    import bench.backend  # noqa: F401  (the limit is set on import)
+
+    # NumPy's own BLAS, the one the probes' vector algebra runs on (SciPy, loaded later by the analysis
+    # libraries, brings another that bench never calls)
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas" and "numpy" in p["filepath"]]
+    assert blas and all(p["num_threads"] == 1 for p in blas)
+
+
 def test_lanczos_finds_the_spectrum_of_an_explicit_matrix():
     rng = np.random.default_rng(3)
     q, _ = np.linalg.qr(rng.standard_normal((60, 60)))

@@ -51,9 +51,52 @@ def test_fast_dispatch_runs_the_same_updates_as_one_call_per_epoch(default_and_f
     assert default["dispatch"]["mode"] == "default" and default["dispatch"]["steps_per_execution"] == 1
     assert fast["dispatch"]["mode"] == "fast" and fast["dispatch"]["jit_compile"] is True
     assert fast["dispatch"]["steps_per_execution"] == 20  # 1,000 examples / batch 50: an epoch per call
+    assert fast["dispatch"]["driver"] == "device_loop" and default["dispatch"]["driver"] == "keras_fit"
     assert fast["status"] == "ok" and fast["updates"] == default["updates"] == 3 * 20
-    assert len(fast["loss_curve"]) == 60  # the recorder works inside the XLA-compiled loop
+    # the recorder works inside the XLA-compiled loop: every loss, and the gradient norm at most
+    # FAST_NORM_POINTS times (every 2nd of 60 updates), where default mode records it at every update
+    assert [u for u, _ in fast["loss_curve"]] == list(range(1, 61))
+    assert [u for u, _ in fast["grad_norm_curve"]] == list(range(1, 61, 2)) and fast["grad_norm_stride"] == 2
+    assert len(default["grad_norm_curve"]) == 60 and default["grad_norm_stride"] == 1
+    assert all(v > 0 for _, v in fast["grad_norm_curve"])
     assert fast["test_accuracy"] > 0.5 and abs(fast["test_accuracy"] - default["test_accuracy"]) < 0.05
+
+
+@pytest.mark.parametrize("batch_size,train_size,epochs", [(300, 1000, 2), (1000, 1000, 3), (7, 200, 1)])
+def test_fast_driver_makes_fits_update_count_with_a_partial_last_batch(real_mnist, batch_size, train_size, epochs):
+    c = grid.RunConfig("smoke", "sgd", batch_size, batch_size == train_size, "relu", 0, train_size, epochs,
+                       dispatch="fast", probes=False)
+    r = train.run(c, real_mnist)
+    assert r["status"] == "ok" and r["dispatch"]["driver"] == "device_loop"
+    assert r["updates"] == epochs * math.ceil(train_size / batch_size) == len(r["loss_curve"])
+    assert len(r["epoch_times_s"]) == len(r["train_loss_by_epoch"]) == len(r["test_accuracy_by_epoch"]) == epochs
+    assert r["test_accuracy"] > 0.2  # better than chance (0.1) after even one small epoch
+
+
+def test_fast_driver_is_seeded_and_reshuffles_every_epoch(real_mnist):
+    from bench.backend import keras
+    from bench.model import build_mlp, make_optimizer
+
+    x, y, _, _ = real_mnist.prepared(200)
+
+    def weights_after(epochs, seed):
+        keras.utils.set_random_seed(0)
+        model = build_mlp("sigmoid", cls=keras.Sequential)
+        model.compile(optimizer=make_optimizer("sgd"), loss="categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=True)
+        seen = []
+
+        class Logs(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                seen.append(dict(logs))
+
+        train.fit_device_loop(model, x, y, batch_size=10, epochs=epochs, seed=seed, callbacks=[Logs()])
+        assert [set(s) for s in seen] == [{"loss", "accuracy"}] * epochs
+        assert int(model.optimizer.iterations) == 20 * epochs
+        return model.get_weights()[0]
+
+    a, b, c = weights_after(2, 0), weights_after(2, 0), weights_after(2, 1)
+    assert (a == b).all() and not (a == c).all()  # same seed, same run; another seed, another order
 
 
 def test_runs_are_scored_against_the_peak(default_and_fast):
@@ -109,8 +152,9 @@ def test_overhead_tool_writes_dispatch_and_overhead_tables(tmp_path, real_mnist)
     res = json.loads(out.read_text())
     (o,), (d,) = res["overhead"], res["dispatch"]
     assert o["batch_size"] == 100 and o["ratio"] == pytest.approx(o["suite_s"] / o["plain_s"])
-    for k in ("default_ms_per_update", "fast_ms_per_update", "floor_ms_per_update"):
+    for k in ("default_ms_per_update", "fast_ms_per_update", "keras_fast_ms_per_update", "floor_ms_per_update"):
         assert d[k] > 0
+    assert res["overhead_dispatch"] == "default"
     assert d["default_over_floor"] == pytest.approx(d["default_ms_per_update"] / d["floor_ms_per_update"])
     assert "default/floor" in proc.stdout and "(target <= 1.03)" in proc.stdout
 

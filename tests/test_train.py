@@ -16,7 +16,7 @@ RECORD_KEYS = {
     "epoch_times_s": list, "first_epoch_s": float, "epoch_time_s": float, "time_per_update_s": float,
     "examples_per_s": float, "train_loss": float, "train_accuracy": float, "test_loss": float,
     "test_accuracy": float, "test_accuracy_by_epoch": list, "train_loss_by_epoch": list, "loss_curve": list,
-    "grad_norm_curve": list, "diverged": bool, "gpu": dict, "dispatch": dict,
+    "grad_norm_curve": list, "curve_stride": int, "grad_norm_stride": int, "diverged": bool, "gpu": dict, "dispatch": dict,
 }
 GPU_KEYS = {"available", "reason", "name", "util_mean_pct", "util_max_pct", "memory_used_max_mib",
             "power_mean_w", "energy_j"}
