@@ -30,20 +30,36 @@ class CurveRecorder:
         self.norm = tf.Variable(tf.fill([self.norm_size], float("nan")), trainable=False, name="grad_norm_curve")
 
     @staticmethod
-    def _every(done, stride: int, size: int, buffer, value_fn):
+    def _when(done, stride: int, fn):
+        """fn() at every stride-th update: one tf.cond per step (in graph mode each costs host time at batch 1),
+        none at all when every update is recorded."""
+        if stride == 1:
+            fn()
+            return
         stride_t = tf.constant(stride, tf.int64)
 
         def write():
-            slot = tf.minimum(done // stride_t, size - 1)
-            buffer.scatter_nd_update([[slot]], [tf.cast(value_fn(), tf.float32)])
+            fn()
             return tf.constant(True)
 
         tf.cond(tf.equal(done % stride_t, 0), write, lambda: tf.constant(False))
 
     def record(self, iterations, loss, grads):
         done = tf.cast(iterations, tf.int64) - 1  # updates before this one
-        self._every(done, self.stride, self.size, self.loss, lambda: loss)
-        self._every(done, self.norm_stride, self.norm_size, self.norm, lambda: tf.linalg.global_norm(grads))
+
+        def put(buffer, stride, size, value):
+            slot = tf.minimum(done // stride, size - 1)
+            buffer.scatter_nd_update([[slot]], [tf.cast(value, tf.float32)])
+
+        def put_norm():
+            put(self.norm, self.norm_stride, self.norm_size, tf.linalg.global_norm(grads))
+
+        def put_both():
+            put(self.loss, self.stride, self.size, loss)
+            # the norm's stride is a multiple of the loss's: checked only on steps that record the loss
+            self._when(done // self.stride, self.norm_stride // self.stride, put_norm)
+
+        self._when(done, self.stride, put_both)
 
     @staticmethod
     def _curve(values, stride: int) -> list:
