@@ -129,11 +129,13 @@ def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, cal
     steps, rest = divmod(n, batch_size)
     xd, yd = tf.constant(x), tf.constant(y)
 
-    def step(index):
-        model.train_step((tf.gather(xd, index), tf.gather(yd, index)))
-
+    # the data are arguments, not captured constants: a traced function keeps what it captures alive in
+    # TensorFlow's function library, and a sweep's runs would pile up a copy of the training set each
     @tf.function(jit_compile=True, reduce_retracing=True)
-    def epoch(key):
+    def epoch(key, xd, yd):
+        def step(index):
+            model.train_step((tf.gather(xd, index), tf.gather(yd, index)))
+
         order = tf.argsort(tf.random.stateless_uniform([n], seed=key))
         for i in tf.range(steps):
             # tf.slice keeps the batch's static shape; a Python slice here would be dynamic, and XLA
@@ -149,7 +151,7 @@ def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, cal
     for e in range(epochs):
         model.reset_metrics()
         hooks.on_epoch_begin(e)
-        logs = epoch(tf.constant([seed, e], tf.int32))
+        logs = epoch(tf.constant([seed, e], tf.int32), xd, yd)
         hooks.on_epoch_end(e, {k: float(v) for k, v in logs.items()})
         if model.stop_training:
             break

@@ -152,6 +152,7 @@ def test_overhead_tool_writes_dispatch_and_overhead_tables(tmp_path, real_mnist)
     res = json.loads(out.read_text())
     (o,), (d,) = res["overhead"], res["dispatch"]
     assert o["batch_size"] == 100 and o["ratio"] == pytest.approx(o["suite_s"] / o["plain_s"])
+    assert o["ratio_of_minima"] == pytest.approx(o["suite_min_s"] / o["plain_min_s"]) and o["plain_min_s"] <= o["plain_s"]
     for k in ("default_ms_per_update", "fast_ms_per_update", "keras_fast_ms_per_update", "floor_ms_per_update"):
         assert d[k] > 0
     assert res["overhead_dispatch"] == "default"
