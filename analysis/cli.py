@@ -46,7 +46,7 @@ def build(runs):
         "gpu": F.gpu_usage(summary) or "no run had a GPU ("
                + "; ".join(sorted(set(runs["gpu.reason"].dropna().astype(str)))) + ")",
         "machines": F.machines_relative(summary) or "the result files come from one machine",
-        "efficiency": F.efficiency(summary) or "no run carries a peak fraction (result files from before the "
+        "efficiency": F.efficiency(summary, both) or "no run carries a peak fraction (result files from before the "
                                                "calibration, or runs made with --no-calibration)",
         "dispatch": F.dispatch_gap(both) or f"all runs used --dispatch {primary}; run the same sweep with --dispatch "
                                             + ("fast" if primary == "default" else "default") + " to compare",

@@ -267,30 +267,46 @@ def machines_relative(summary: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
-def efficiency(summary: pd.DataFrame) -> plt.Figure | None:
+def efficiency(summary: pd.DataFrame, by_mode: pd.DataFrame | None = None) -> plt.Figure | None:
     """Figure 8: achieved GFLOP/s as a fraction of the machine's measured matmul peak vs batch size; None
-    when no run was scored against a calibration."""
-    data = summary.dropna(subset=["peak_fraction"])
+    when no run was scored against a calibration. With `by_mode` (cell summaries with `dispatch.mode`)
+    holding both dispatch modes, both are drawn, coloured by mode."""
+    both = by_mode is not None and {"default", "fast"} <= set(by_mode.dropna(subset=["peak_fraction"])["dispatch.mode"])
+    data = (by_mode if both else summary).dropna(subset=["peak_fraction"])
     if data.empty:
         return None
     data = data.assign(pct=data["peak_fraction"] * 100)
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    sns.lineplot(data=data, x="batch_size", y="pct", hue="optimizer", style=_style(data), marker="o", ax=ax,
-                 estimator="median", errorbar=None)
+    if both:
+        data = data[data["dispatch.mode"].isin(["default", "fast"])].assign(dispatch=data["dispatch.mode"])
+        sns.lineplot(data=data, x="batch_size", y="pct", hue="dispatch", hue_order=["default", "fast"],
+                     style="optimizer" if data["optimizer"].nunique() > 1 else None, marker="o", ax=ax,
+                     estimator="median", errorbar=None)
+    else:
+        sns.lineplot(data=data, x="batch_size", y="pct", hue="optimizer", style=_style(data), marker="o", ax=ax,
+                     estimator="median", errorbar=None)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}%"))
     ax.axhline(100, color="gray", linewidth=1)
     ax.axhline(50, color="gray", linewidth=1, linestyle=":")
     _batch_axis(ax, data)
     ax.set_ylabel("achieved / measured matmul peak (%, log scale)")
-    med = data.groupby("batch_size")["pct"].median()
-    gflops = data.groupby("batch_size")["achieved_gflops"].median()
     peak = float((data["achieved_gflops"] / data["peak_fraction"]).median())
-    big, small = med.index.max(), med.index.min()
-    ax.set_title(f"{med[big]:.0f}% of the measured {peak:.0f} GFLOP/s matmul peak at batch {big:,} "
-                 f"({gflops[big]:.0f} GFLOP/s), {med[small]:.2g}% at batch {small:,}\n(model FLOPs: forward + "
-                 "backward matmuls; median over optimizers)", fontsize=10)
-    ax.legend(fontsize="small")
+    if both:
+        med = data.groupby(["dispatch", "batch_size"])["pct"].median()
+        big = int(data["batch_size"].max())
+        ax.set_title(f"At batch {big:,}: {med['default'][big]:.0f}% (default) and {med['fast'][big]:.0f}% (fast) of "
+                     f"the measured {peak:.0f} GFLOP/s matmul peak\n(model FLOPs: forward + backward matmuls; "
+                     "median over optimizers)", fontsize=10)
+        ax.legend(fontsize="small", ncol=2)
+    else:
+        med = data.groupby("batch_size")["pct"].median()
+        gflops = data.groupby("batch_size")["achieved_gflops"].median()
+        big, small = med.index.max(), med.index.min()
+        ax.set_title(f"{med[big]:.0f}% of the measured {peak:.0f} GFLOP/s matmul peak at batch {big:,} "
+                     f"({gflops[big]:.0f} GFLOP/s), {med[small]:.2g}% at batch {small:,}\n(model FLOPs: forward + "
+                     "backward matmuls; median over optimizers)", fontsize=10)
+        ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
 

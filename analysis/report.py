@@ -141,6 +141,13 @@ def findings(runs: pd.DataFrame, summary: pd.DataFrame, knee_table: pd.DataFrame
             f"batch {b:,}: {ms.loc[b, 'default']:.3g} vs {ms.loc[b, 'fast']:.3g} ms ({r:.2f}x)"
             for b, r in ratio.items()) + ". The difference is Keras' per-step host work (dispatch, the data "
             "iterator, callbacks' bookkeeping) that `fast` removes.")
+        fast = both[both["dispatch.mode"] == "fast"].dropna(subset=["peak_fraction"])
+        if len(fast):
+            pct = fast.groupby("batch_size")["peak_fraction"].median() * 100
+            mem = fast.groupby("batch_size")["host_memory_peak_mib"].max()
+            out["dispatch"] += (" With `fast`, the achieved share of the matmul peak (median over optimizers) is "
+                                + ", ".join(f"{b:,}: {p:.2g}%" for b, p in pct.items())
+                                + f"; peak host memory up to {mem.max():,.0f} MiB.")
     fin = runs.groupby("batch_label", sort=False)["test_accuracy"].mean()
     out["learning_curves"] = ("Mean final test accuracy over optimizers by batch size: "
                               + ", ".join(f"{b}: {_fmt(fin.get(b), '.3f')}" for b in order if b in fin.index) + ".")
