@@ -38,7 +38,7 @@ def test_jax_records_follow_the_contract(jax_run):
     for rec in recs.values():
         assert rec["status"] == "ok", rec["error"]
         for key, kind in RECORD_KEYS.items():
-            if key not in ("loss_curve", "grad_norm_curve"):
+            if key not in ("loss_curve", "grad_norm_curve", "curve_stride", "grad_norm_stride"):
                 assert isinstance(rec[key], kind), key
         assert plain_types(rec)
         assert rec["updates"] == 2 * -(-1000 // rec["batch_size"])
@@ -46,6 +46,7 @@ def test_jax_records_follow_the_contract(jax_run):
         assert rec["dispatch"]["threads"] is None and rec["dispatch"]["device"] == "CPU"
         # the curve recorder is part of the TensorFlow train step: on JAX no curves, and the record says so
         assert rec["loss_curve"] == [] and rec["grad_norm_curve"] == [] and rec["curve_stride"] is None
+        assert rec["grad_norm_stride"] is None and rec["dispatch"]["driver"] == "keras_fit"
     assert recs[("adam", 10)]["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
     assert len((out / "runs.jsonl").read_text().splitlines()) == 4
 
