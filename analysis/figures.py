@@ -267,6 +267,17 @@ def machines_relative(summary: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+def _by_mode_lines(ax, data: pd.DataFrame, y: str) -> pd.DataFrame:
+    """`y` vs batch size, coloured by dispatch mode (default, fast), one line style per optimizer; returns
+    the rows drawn, with a `dispatch` column."""
+    data = data[data["dispatch.mode"].isin(["default", "fast"])]
+    data = data.assign(dispatch=data["dispatch.mode"])
+    sns.lineplot(data=data, x="batch_size", y=y, hue="dispatch", hue_order=["default", "fast"],
+                 style="optimizer" if data["optimizer"].nunique() > 1 else None, marker="o", ax=ax,
+                 estimator="median", errorbar=None)
+    return data
+
+
 def efficiency(summary: pd.DataFrame, by_mode: pd.DataFrame | None = None) -> plt.Figure | None:
     """Figure 8: achieved GFLOP/s as a fraction of the machine's measured matmul peak vs batch size; None
     when no run was scored against a calibration. With `by_mode` (cell summaries with `dispatch.mode`)
@@ -278,10 +289,7 @@ def efficiency(summary: pd.DataFrame, by_mode: pd.DataFrame | None = None) -> pl
     data = data.assign(pct=data["peak_fraction"] * 100)
     fig, ax = plt.subplots(figsize=(8, 5.5))
     if both:
-        data = data[data["dispatch.mode"].isin(["default", "fast"])].assign(dispatch=data["dispatch.mode"])
-        sns.lineplot(data=data, x="batch_size", y="pct", hue="dispatch", hue_order=["default", "fast"],
-                     style="optimizer" if data["optimizer"].nunique() > 1 else None, marker="o", ax=ax,
-                     estimator="median", errorbar=None)
+        data = _by_mode_lines(ax, data, "pct")
     else:
         sns.lineplot(data=data, x="batch_size", y="pct", hue="optimizer", style=_style(data), marker="o", ax=ax,
                      estimator="median", errorbar=None)
@@ -316,12 +324,8 @@ def dispatch_gap(runs_summary: pd.DataFrame) -> plt.Figure | None:
     modes = set(runs_summary["dispatch.mode"])
     if not {"default", "fast"} <= modes:
         return None
-    data = runs_summary[runs_summary["dispatch.mode"].isin(["default", "fast"])]
-    data = data.assign(ms=data["time_per_update_s"] * 1000, dispatch=data["dispatch.mode"])
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    sns.lineplot(data=data, x="batch_size", y="ms", hue="dispatch", hue_order=["default", "fast"],
-                 style="optimizer" if data["optimizer"].nunique() > 1 else None, marker="o", ax=ax,
-                 estimator="median", errorbar=None)
+    data = _by_mode_lines(ax, runs_summary.assign(ms=runs_summary["time_per_update_s"] * 1000), "ms")
     ax.set_yscale("log")
     _batch_axis(ax, data)
     ax.set_ylabel("time per update (ms, log scale)")

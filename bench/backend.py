@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 # NumPy's BLAS (OpenBLAS) only serves the probes' small vector algebra here (bench.curvature), but its
 # worker threads keep spinning after a call and take cores from the training that follows: on 2 CPU
-# cores an epoch after a Lanczos probe measured 2.7 s instead of 0.6 s. One BLAS thread, for good.
+# cores an epoch after a Lanczos probe measured 2.7 s instead of 0.27 s. One BLAS thread, for good.
 BLAS_LIMIT = threadpool_limits(limits=1, user_api="blas")
 
 BACKEND = keras.backend.backend()

@@ -45,9 +45,9 @@ def _epoch_clock(keras, times):
     return Clock()
 
 
-def plain_epoch_times(cfg: grid.RunConfig, data, keras_fit: bool = False) -> list:
+def plain_epoch_times(cfg: grid.RunConfig, data, use: str | None = None) -> list:
     """The cell's training with nothing but an epoch timer: `model.fit` with Keras' defaults, or in fast
-    mode the suite's fast driver (bench.train.fit_epochs), or Keras' own fast flags with `keras_fit`."""
+    mode the suite's fast driver (bench.train.fit_epochs), or Keras' own fast flags with use="keras_fit"."""
     from bench.backend import keras
     from bench.model import build_mlp, make_optimizer
     from bench.train import compile_args, fit_epochs
@@ -59,17 +59,13 @@ def plain_epoch_times(cfg: grid.RunConfig, data, keras_fit: bool = False) -> lis
     model.compile(optimizer=make_optimizer(cfg.optimizer), loss="categorical_crossentropy", metrics=["accuracy"],
                   **compile_args(cfg))
     times = []
-    if keras_fit:
-        model.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=0,
-                  callbacks=[_epoch_clock(keras, times)])
-    else:
-        fit_epochs(model, x, y, cfg, [_epoch_clock(keras, times)])
+    fit_epochs(model, x, y, cfg, [_epoch_clock(keras, times)], use=use)
     return times
 
 
 def keras_fit_epoch_times(cfg: grid.RunConfig, data) -> list:
     """Always Keras' `model.fit`, with the mode's compile arguments (fast: XLA and steps_per_execution)."""
-    return plain_epoch_times(cfg, data, keras_fit=True)
+    return plain_epoch_times(cfg, data, use="keras_fit")
 
 
 def floor_epoch_times(cfg: grid.RunConfig, data) -> list:

@@ -6,7 +6,7 @@ import math
 import statistics
 import time
 
-from bench.backend import BACKEND, determinism, gpu_devices, is_oom, keras, threads, to_int
+from bench.backend import BACKEND, determinism, gpu_devices, is_oom, keras, tf, threads, to_int
 from bench.gpu import GpuSampler
 from bench.grid import MAX_CURVE_POINTS, MNIST_TEST_SIZE, SCHEMA, RunConfig
 from bench.machine import peak_host_memory_mib, reset_peak_host_memory
@@ -93,8 +93,6 @@ def _repeated(x, y, cfg: RunConfig):
     """Minibatches of exactly `batch_size` examples, the training set reshuffled at every pass, endlessly."""
     if BACKEND != "tensorflow":
         raise RuntimeError("a fixed update budget (the saddle benchmark) needs the tensorflow backend")
-    import tensorflow as tf
-
     return (tf.data.Dataset.from_tensor_slices((x, y))
             .shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
             .batch(cfg.batch_size, drop_remainder=True).repeat())
@@ -124,7 +122,6 @@ def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, cal
     a data-iterator read and a compiled-function launch per step. Callbacks get fit's epoch hooks
     (logs with the epoch's loss and metrics); `model.stop_training` ends the run after an epoch.
     """
-    tf = __import__("tensorflow")
     n = len(x)
     steps, rest = divmod(n, batch_size)
     xd, yd = tf.constant(x), tf.constant(y)
@@ -158,9 +155,10 @@ def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, cal
     hooks.on_train_end()
 
 
-def fit_epochs(model, x, y, cfg: RunConfig, callbacks=()) -> None:
-    """Train `model` (compiled with compile_args(cfg)) on the cell's epochs with the cell's driver."""
-    if driver(cfg) == "device_loop":
+def fit_epochs(model, x, y, cfg: RunConfig, callbacks=(), use: str | None = None) -> None:
+    """Train `model` (compiled with compile_args(cfg)) on the cell's epochs with the cell's driver, or the
+    driver named by `use` (bench.overhead times Keras' own fast flags with use="keras_fit")."""
+    if (use or driver(cfg)) == "device_loop":
         fit_device_loop(model, x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed, callbacks=callbacks)
     elif cfg.total_updates is None:
         model.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=0, callbacks=list(callbacks))
