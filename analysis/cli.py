@@ -1,6 +1,6 @@
 """`python -m analysis report FILE... --out DIR`: result files in, figures (PNG, SVG) and REPORT.md out.
 `python -m analysis compare FILE... --out DIR`: several machines' result files in, a ratio table (printed
-and in COMPARE.md, compare.csv) and figures out."""
+and in COMPARE.md, compare.csv) and figures out. The only module that writes files."""
 
 from __future__ import annotations
 
@@ -10,83 +10,49 @@ from pathlib import Path
 
 FIGURES = ("epoch_time", "time_per_update", "speed_vs_stability", "saddle", "learning_curves", "gpu", "machines",
            "efficiency", "dispatch")
+COMPARE_FIGURES = ("epoch_time", "time_per_update", "speedup", "time_to_target")
+
+
+def draw(f) -> dict:
+    """{figure key: Figure, or findings.Skipped with the reason} for a Findings."""
+    from analysis.figures import hardware, saddle, speed, stability
+    from analysis.findings import SaddleBenchmark, Skipped
+
+    def made(finding, fn, *data):
+        return finding if isinstance(finding, Skipped) else fn(*data, finding)
+
+    if isinstance(f.saddle, SaddleBenchmark):
+        figure4 = saddle.saddle_benchmark(f.saddle_runs, f.saddle) or Skipped("no saddle-benchmark run finished")
+    elif isinstance(f.saddle, Skipped):
+        figure4 = f.saddle
+    else:
+        figure4 = made(f.saddle[1], saddle.saddle_curves, f.runs[(f.runs["status"] == "ok") & f.runs["budget"].isna()
+                                                               & (f.runs["dispatch.mode"] == f.primary_mode)])
+    if f.summary is None:
+        return {key: figure4 if key == "saddle" else getattr(f, key) for key in FIGURES}
+    ok = f.runs[(f.runs["status"] == "ok") & f.runs["budget"].isna() & (f.runs["dispatch.mode"] == f.primary_mode)]
+    return {
+        "epoch_time": made(f.epoch_time, speed.epoch_time, f.summary),
+        "time_per_update": made(f.time_per_update, speed.time_per_update, f.summary, f.knees),
+        "speed_vs_stability": made(f.speed_vs_stability, stability.speed_vs_stability, f.summary),
+        "saddle": figure4,
+        "learning_curves": made(f.learning_curves, stability.learning_curves, ok),
+        "gpu": made(f.gpu, hardware.gpu_usage, f.summary),
+        "machines": made(f.machines, hardware.machines_relative, f.summary),
+        "efficiency": made(f.efficiency, speed.efficiency, f.summary, f.by_mode),
+        "dispatch": made(f.dispatch, speed.dispatch_gap, f.by_mode),
+    }
 
 
 def build(runs):
-    """All derived tables and figures for `runs`: (runs, summary, knees, {key: Figure or reason})."""
-    import pandas as pd
+    """Findings and figures of a set of runs (analysis.load.load_runs): (Findings, {key: Figure or Skipped})."""
+    from analysis import findings
 
-    from analysis import figures as F
-    from analysis import metrics
-
-    runs = metrics.add_run_metrics(runs)
-    saddle = runs[runs["budget"].notna()]  # the saddle benchmark's runs: figure 4 and its text only
-    runs = runs[runs["budget"].isna()]
-    if runs.empty:
-        why = "the files hold only saddle-benchmark runs (bench/test_saddle.py)"
-        figs = {k: why for k in FIGURES}
-        figs["saddle"] = F.saddle_benchmark(saddle)
-        return saddle, None, None, figs
-    # runs of both dispatch modes: figure 9 compares them; the others show one mode (default if present)
-    modes = list(dict.fromkeys(runs["dispatch.mode"]))
-    primary = "default" if "default" in modes else modes[0]
-    both = metrics.cell_summary(runs, extra=["dispatch.mode"])
-    all_runs, runs = runs, runs[runs["dispatch.mode"] == primary]
-    summary = metrics.cell_summary(runs)
-    summary = summary.join(runs.groupby(metrics.CELL, observed=True)["train_size"].first(), on=metrics.CELL)
-    knee_table = metrics.knees(summary)
-    ok = runs[runs["status"] == "ok"]
-    figs = {
-        "epoch_time": F.epoch_time(summary),
-        "time_per_update": F.time_per_update(summary, knee_table),
-        "speed_vs_stability": F.speed_vs_stability(summary),
-        "saddle": F.saddle_benchmark(saddle) or F.saddle_curves(ok) or "no run recorded loss curves (the recorder is part of the TensorFlow "
-                                         "train step; runs on the JAX backend record none)",
-        "learning_curves": F.learning_curves(ok),
-        "gpu": F.gpu_usage(summary) or "no run had a GPU ("
-               + "; ".join(sorted(set(runs["gpu.reason"].dropna().astype(str)))) + ")",
-        "machines": F.machines_relative(summary) or "the result files come from one machine",
-        "efficiency": F.efficiency(summary, both) or "no run carries a peak fraction (result files from before the "
-                                               "calibration, or runs made with --no-calibration)",
-        "dispatch": F.dispatch_gap(both) or f"all runs used --dispatch {primary}; run the same sweep with --dispatch "
-                                            + ("fast" if primary == "default" else "default") + " to compare",
-    }
-    summary.attrs["by_dispatch"] = both  # for the report's dispatch finding
-    summary.attrs["saddle"] = saddle  # for the report's saddle-point finding
-    all_runs = pd.concat([all_runs, saddle]) if len(saddle) else all_runs
-    return all_runs, summary, knee_table, figs
+    f = findings.compute(runs)
+    return f, draw(f)
 
 
-def report(paths, out: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    from analysis import report as R
-    from analysis.load import load_runs
-
-    runs, summary, knee_table, figs = build(load_runs(paths))
-    out.mkdir(parents=True, exist_ok=True)
-    written, names = [], {}
-    for i, key in enumerate(FIGURES, start=1):
-        fig = figs[key]
-        if isinstance(fig, str):
-            names[key] = fig
-            continue
-        stem = f"fig{i}_{key}"
-        for ext in ("png", "svg"):
-            # no timestamp in the files: regenerating from the same results gives the same bytes
-            meta = {"Date": None} if ext == "svg" else {"Software": None}
-            fig.savefig(out / f"{stem}.{ext}", dpi=120, bbox_inches="tight", metadata=meta)
-            written.append(out / f"{stem}.{ext}")
-        plt.close(fig)
-        names[key] = f"{stem}.png"
-    text = (R.render(runs, summary, knee_table, names) if summary is not None
-            else R.render_saddle_only(runs, names))
-    (out / "REPORT.md").write_text(text, encoding="utf-8")
-    written.append(out / "REPORT.md")
-    return written
-
-
-def _save(fig, out: Path, stem: str) -> list[Path]:
+def save(fig, out: Path, stem: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
@@ -99,18 +65,35 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
     return written
 
 
-COMPARE_FIGURES = ("epoch_time", "time_per_update", "speedup", "time_to_target")
+def report(paths, out: Path) -> list[Path]:
+    from analysis import report as R
+    from analysis.findings import Skipped
+    from analysis.load import load_runs
+
+    f, figs = build(load_runs(paths))
+    out.mkdir(parents=True, exist_ok=True)
+    written, names = [], {}
+    for i, key in enumerate(FIGURES, start=1):
+        if isinstance(figs[key], Skipped):
+            names[key] = figs[key]
+            continue
+        written += save(figs[key], out, f"fig{i}_{key}")
+        names[key] = f"fig{i}_{key}.png"
+    (out / "REPORT.md").write_text(R.render(f, names), encoding="utf-8")
+    return written + [out / "REPORT.md"]
 
 
-def compare_figures(cmp) -> dict:
-    from analysis import figures as F
+def compare_figures(cmp, found=None) -> dict:
+    from analysis import compare as C
+    from analysis.figures import machines as M
 
+    found = found or C.findings(cmp)
     note = cmp.mismatch_note()
     return {
-        "epoch_time": F.compare_times(cmp.table, cmp.baseline, "epoch_time_s", note=note),
-        "time_per_update": F.compare_times(cmp.table, cmp.baseline, "time_per_update_s", cmp.knees, note=note),
-        "speedup": F.compare_speedup(cmp.table, cmp.baseline, note=note),
-        "time_to_target": F.compare_time_to_target(cmp.table, note=note),
+        "epoch_time": M.compare_times(cmp.table, found, "epoch_time_s", note=note),
+        "time_per_update": M.compare_times(cmp.table, found, "time_per_update_s", note=note),
+        "speedup": M.compare_speedup(cmp.table, found, note=note),
+        "time_to_target": M.compare_time_to_target(cmp.table, found, note=note),
     }
 
 
@@ -119,49 +102,19 @@ def compare(paths, out: Path, baseline=None, allow_mismatch=False, echo=print) -
     from analysis.load import load_runs
 
     cmp = C.compare(load_runs(paths), baseline=baseline, allow_mismatch=allow_mismatch)
-    ratios, knees, targets = C.ratio_table(cmp), C.knee_table(cmp), C.target_table(cmp)
-    note = cmp.mismatch_note()
-    head = (f"{len(cmp.machines)} machines, baseline {cmp.baseline}; speed = baseline epoch time / machine's "
-            "(above 1x = faster); medians over seeds")
-    echo(head)
-    if note:
-        echo("WARNING: " + note)
-    echo(ratios.to_markdown(index=False))
-    echo("\nSaturation knee (batch size after which time per update grows >= sqrt(batch)):")
-    echo(knees.to_markdown(index=False))
-    echo("\nTime to target accuracy (fastest batch size per optimizer):")
-    echo(targets.to_markdown(index=False))
-    if cmp.unmatched:
-        echo("not matched (cell on one machine only): "
-             + ", ".join(f"{m} {n} cell(s)" for m, n in cmp.unmatched.items()))
-
+    rep = C.report(cmp)
+    for line in rep.terminal():
+        echo(line)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    figs = compare_figures(cmp)
-    names = {}
-    for i, key in enumerate(COMPARE_FIGURES, start=1):
-        stem = f"cmp{i}_{key}"
-        written += _save(figs[key], out, stem)
-        names[key] = f"{stem}.png"
+    written, names = [], {}
+    for i, (key, fig) in enumerate(compare_figures(cmp).items(), start=1):
+        written += save(fig, out, f"cmp{i}_{key}")
+        names[key] = f"cmp{i}_{key}.png"
     csv = cmp.table.drop(columns=[c for c in cmp.table if c.startswith("baseline_")])
     csv.to_csv(out / "compare.csv", index=False, float_format="%.6g")
-    written.append(out / "compare.csv")
     files = ", ".join(f"`{Path(p).name}`" for p in paths)
-    md = [f"# Machines compared: {', '.join(cmp.machines)}", "",
-          f"Generated by `python -m analysis compare` from {files}. {head}.", ""]
-    if note:
-        md += [f"**Warning: {note}.** Differences below include those, not only the hardware.", ""]
-    md += ["## Speed per grid cell", "", ratios.to_markdown(index=False), "",
-           "## Saturation knee", "", knees.to_markdown(index=False), "",
-           "## Time to target accuracy", "", targets.to_markdown(index=False), "",
-           "## Figures", ""]
-    md += [f"![{key}]({names[key]})" for key in COMPARE_FIGURES]
-    if cmp.unmatched:
-        md += ["", "Not matched (a cell on one machine only): "
-               + ", ".join(f"{m}: {n}" for m, n in cmp.unmatched.items()) + "."]
-    (out / "COMPARE.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    written.append(out / "COMPARE.md")
-    return written
+    (out / "COMPARE.md").write_text(rep.markdown(cmp.machines, files, names), encoding="utf-8")
+    return written + [out / "compare.csv", out / "COMPARE.md"]
 
 
 def main(argv=None) -> int:

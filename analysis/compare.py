@@ -1,10 +1,10 @@
-"""Several machines side by side: match runs by protocol and grid cell, speed ratios to a baseline,
-each machine's saturation knee and time to target accuracy.
+"""Several machines side by side: match runs by protocol and grid cell (bench.record's keys), speed ratios to a
+baseline, each machine's saturation knee and time to target accuracy; the findings the figures are titled
+with, and COMPARE.md.
 
-Runs are compared only where they answer the same question: the same protocol (PROTOCOL's fields)
-and the same cell (optimizer, batch size). Results that differ in protocol are refused with the
-fields that differ, unless the caller allows the mismatch, in which case those fields are ignored
-for matching and every table and figure says so.
+Runs are compared only where they answer the same question: the same protocol and the same cell. Results
+that differ in protocol are refused with the fields that differ, unless the caller allows the mismatch, in
+which case those fields are ignored for matching and every table and figure says so.
 """
 
 from __future__ import annotations
@@ -12,20 +12,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from analysis import metrics
 from analysis.load import LoadError
+from bench import record
 
-# The fields that make two runs the same experiment (besides the cell). Backend is one: Keras on
-# TensorFlow and on JAX dispatch differently, so their times measure the framework as well as the machine.
-PROTOCOL = ["profile", "train_size", "epochs", "activation", "dtype", "dispatch.mode", "dispatch.backend"]
+PROTOCOL = list(record.PROTOCOL)
 PROTOCOL_NAMES = {"profile": "profile", "train_size": "train size", "epochs": "epochs",
                   "activation": "activation", "dtype": "dtype", "dispatch.mode": "dispatch mode",
                   "dispatch.backend": "backend"}
-# Records written before a field existed: what those runs used.
-PROTOCOL_DEFAULTS = {"dtype": "float32", "dispatch.mode": "default", "dispatch.backend": "tensorflow"}
-CELL = ["optimizer", "batch_size"]
+CELL = [c for c in record.CELL if c != "budget"]  # the saddle benchmark's runs (with a budget) are not compared
 
 
 class ProtocolMismatch(LoadError):
@@ -58,18 +56,7 @@ def _values(runs: pd.DataFrame, machine: str, f: str) -> str:
     return ", ".join(sorted(map(str, runs.loc[runs["machine"] == machine, f].dropna().unique())))
 
 
-def with_protocol(runs: pd.DataFrame) -> pd.DataFrame:
-    runs = runs.copy()
-    for f in PROTOCOL:
-        if f not in runs:
-            runs[f] = PROTOCOL_DEFAULTS.get(f)
-        runs[f] = runs[f].where(runs[f].notna(), PROTOCOL_DEFAULTS.get(f))
-    return runs
-
-
-def compare(runs: pd.DataFrame, baseline: str | None = None, allow_mismatch: bool = False) -> Comparison:
-    """Match `runs` (analysis.load.load_runs) across machines; raises LoadError/ProtocolMismatch in one line."""
-    runs = metrics.add_run_metrics(with_protocol(runs[runs["budget"].isna()]))  # not the saddle benchmark's
+def _machines(runs, baseline):
     machines = [m for m in (runs["machine"].cat.categories if hasattr(runs["machine"], "cat")
                             else dict.fromkeys(runs["machine"])) if m in set(runs["machine"])]
     if len(machines) < 2:
@@ -79,11 +66,12 @@ def compare(runs: pd.DataFrame, baseline: str | None = None, allow_mismatch: boo
         baseline = machines[0]
     elif baseline not in machines:
         raise LoadError(f"--baseline {baseline!r}: no such machine; the files hold {', '.join(machines)}")
-    machines = [baseline] + [m for m in machines if m != baseline]
-    ok = runs[runs["status"] == "ok"]
-    if ok.empty:
-        raise LoadError("no run finished (status ok) in the files: nothing to compare")
+    return baseline, [baseline] + [m for m in machines if m != baseline]
 
+
+def _protocols(ok, baseline, machines, allow_mismatch) -> dict:
+    """{field: {machine: values}} of the protocol fields that differ between the baseline and a machine that
+    shares no cell with it; a one-line LoadError unless that is allowed."""
     def cells(machine, keys):
         sub = ok[ok["machine"] == machine]
         return set(map(tuple, sub[keys + CELL].astype(str).to_numpy()))
@@ -107,10 +95,19 @@ def compare(runs: pd.DataFrame, baseline: str | None = None, allow_mismatch: boo
     if differ and not allow_mismatch:
         raise ProtocolMismatch("protocols differ, not compared: " + "; ".join(differ)
                                + "; pass --allow-mismatch to compare anyway")
+    return ignored
 
+
+def compare(runs: pd.DataFrame, baseline: str | None = None, allow_mismatch: bool = False) -> Comparison:
+    """Match `runs` (analysis.load.load_runs) across machines; raises LoadError/ProtocolMismatch in one line."""
+    runs = metrics.add_run_metrics(runs[runs["budget"].isna()])  # not the saddle benchmark's
+    baseline, machines = _machines(runs, baseline)
+    ok = runs[runs["status"] == "ok"]
+    if ok.empty:
+        raise LoadError("no run finished (status ok) in the files: nothing to compare")
+    ignored = _protocols(ok, baseline, machines, allow_mismatch)
     keys = [f for f in PROTOCOL if f not in ignored]
-    group = ["machine"] + keys + CELL
-    table = ok.groupby(group, observed=True, dropna=False).agg(
+    table = ok.groupby(["machine"] + keys + CELL, observed=True, dropna=False).agg(
         batch_label=("batch_label", "first"),
         seeds=("seed", "nunique"),
         epoch_time_s=("epoch_time_s", "median"),
@@ -129,13 +126,89 @@ def compare(runs: pd.DataFrame, baseline: str | None = None, allow_mismatch: boo
     unmatched = {str(m): int(n) for m, n in table[~matched].groupby("machine", observed=True).size().items() if n}
     table = table[matched].sort_values(keys + ["optimizer", "batch_size", "machine"]).reset_index(drop=True)
 
-    knee_rows = []
-    for key, g in table.groupby(["machine"] + keys + ["optimizer"], observed=True, dropna=False):
-        row = dict(zip(["machine"] + keys + ["optimizer"], key))
-        row["knee_batch_size"] = metrics.knee(g["batch_size"], g["time_per_update_s"])
-        knee_rows.append(row)
-    knees = pd.DataFrame(knee_rows)
-    return Comparison(baseline, machines, table, knees, ignored, unmatched)
+    return Comparison(baseline, machines, table, metrics.knees(table, keys), ignored, unmatched)
+
+
+def _label(table, b) -> str:
+    return "full" if dict(zip(table["batch_size"], table["batch_label"])).get(b) == "full" else f"{b:,}"
+
+
+def _median_by_bs(table, machine, column):
+    return table[table["machine"] == machine].groupby("batch_size")[column].median()
+
+
+def fastest_to_target(table: pd.DataFrame, by: list) -> pd.DataFrame:
+    """The cell that reached the target accuracy first, per `by` group: rows with `s` (NaN: not reached) and
+    `batch` (its batch label)."""
+    rows = []
+    for key, g in table.groupby(by, observed=True):
+        r = g.dropna(subset=["time_to_target_s"])
+        best = r.loc[r["time_to_target_s"].idxmin()] if len(r) else None
+        rows.append({**dict(zip(by, key)), "s": best["time_to_target_s"] if best is not None else np.nan,
+                     "batch": best["batch_label"] if best is not None else None,
+                     "target_accuracy": g["target_accuracy"].iloc[0]})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class CompareFindings:
+    """What the comparison's figures are titled with, computed once."""
+
+    baseline: str
+    epoch_ratios: dict  # machine -> (first batch label, ratio, last batch label, ratio): baseline / machine
+    knees: dict  # machine -> median knee over optimizers (None: no knee), when any knee was computed
+    speed_ranges: dict  # machine -> (min, max, batch label of the highest median)
+    fastest: pd.DataFrame  # per optimizer x machine: fastest time to target
+    target_text: str  # "90% test accuracy" or "the profile's target accuracy"
+
+    def epoch_title(self) -> str:
+        parts = [f"{m}: {a:.2g}x the speed of {self.baseline} at batch {fb}, {b:.2g}x at {lb}"
+                 for m, (fb, a, lb, b) in self.epoch_ratios.items()]
+        return ("; ".join(parts[:2]) or "Epoch time vs batch size") + " (median over optimizers)"
+
+    def knee_title(self) -> str:
+        if not self.knees:
+            return "Time per update vs batch size"
+        return "Saturation knee (median over optimizers): " + ", ".join(
+            f"{m} at {b:,}" if b is not None else f"{m}: none" for m, b in self.knees.items())
+
+    def speedup_title(self) -> str:
+        return f"Speed relative to {self.baseline}: " + "; ".join(
+            f"{m}: {lo:.2g}x to {hi:.2g}x, most at batch {top}" for m, (lo, hi, top) in list(self.speed_ranges.items())[:2])
+
+    def target_title(self) -> str:
+        reached = self.fastest.dropna(subset=["s"])
+        if not len(reached):
+            return f"No machine reached {self.target_text}"
+        best = reached.loc[reached["s"].idxmin()]
+        return (f"Fastest to {self.target_text}: {best['machine']}, {best['optimizer']} at batch {best['batch']} "
+                f"({best['s']:.3g} s)")
+
+
+def findings(cmp: Comparison) -> CompareFindings:
+    t = cmp.table
+    base = _median_by_bs(t, cmp.baseline, "epoch_time_s")
+    ratios = {}
+    for m in cmp.machines[1:]:
+        r = (base / _median_by_bs(t, m, "epoch_time_s")).dropna()
+        if len(r):
+            ratios[m] = (_label(t, r.index[0]), r.iloc[0], _label(t, r.index[-1]), r.iloc[-1])
+    knees = {}
+    if len(cmp.knees):
+        for m in cmp.machines:
+            k = cmp.knees.loc[cmp.knees["machine"] == m, "knee_batch_size"].dropna()
+            knees[m] = int(k.median()) if len(k) else None
+    ranges = {}
+    for m in cmp.machines[1:]:
+        g = t[t["machine"].astype(str) == m]
+        if len(g):
+            best = g.groupby("batch_size")["speedup"].median()
+            ranges[m] = (g["speedup"].min(), g["speedup"].max(), _label(g, best.idxmax()))
+    fastest = fastest_to_target(t, ["optimizer", "machine"]).assign(machine=lambda d: d["machine"].astype(str))
+    target = t["target_accuracy"].dropna()
+    target = float(target.iloc[0]) if len(target) and target.nunique() == 1 else None
+    what = f"{target:.0%} test accuracy" if target else "the profile's target accuracy"
+    return CompareFindings(cmp.baseline, ratios, knees, ranges, fastest[["optimizer", "machine", "s", "batch"]], what)
 
 
 def _fmt_time(s: float) -> str:
@@ -152,12 +225,20 @@ def _protocol_label(row, keys) -> str:
     return " ".join(parts)
 
 
+def _wide(long: pd.DataFrame, cmp: Comparison, value: str) -> pd.DataFrame:
+    """`value` per protocol x optimizer (rows) and machine (columns), the protocol column dropped when single."""
+    wide = long.pivot_table(index=["protocol", "optimizer"], columns="machine", values=value, aggfunc="first",
+                            observed=True)
+    wide = wide.reindex(columns=[m for m in cmp.machines if m in wide.columns]).reset_index()
+    wide.columns.name = None
+    return wide.drop(columns="protocol") if wide["protocol"].nunique() == 1 else wide
+
+
 def ratio_table(cmp: Comparison) -> pd.DataFrame:
     """The terminal/markdown table: per protocol, optimizer and batch size, each machine's epoch time
     and, for the others, its speed relative to the baseline (baseline epoch time / its epoch time)."""
     t = cmp.table.copy()
-    keys = cmp.keys
-    t["protocol"] = [_protocol_label(r, keys) for _, r in t.iterrows()]
+    t["protocol"] = [_protocol_label(r, cmp.keys) for _, r in t.iterrows()]
     index = ["protocol", "optimizer", "batch_size", "batch_label"]
     wide = t.pivot_table(index=index, columns="machine", values=["epoch_time_s", "speedup"], observed=True,
                          aggfunc="first")
@@ -170,7 +251,7 @@ def ratio_table(cmp: Comparison) -> pd.DataFrame:
             out[f"{m} speed vs {cmp.baseline}"] = wide[("speedup", m)].map(
                 lambda x: "-" if pd.isna(x) else f"{x:.2f}x")
     out = out.reset_index().sort_values(["protocol", "optimizer", "batch_size"]).drop(columns="batch_size")
-    out = out.rename(columns={"batch_label": "batch", "optimizer": "optimizer"})
+    out = out.rename(columns={"batch_label": "batch"})
     if out["protocol"].nunique() == 1:
         out = out.drop(columns="protocol")
     return out.reset_index(drop=True)
@@ -179,34 +260,58 @@ def ratio_table(cmp: Comparison) -> pd.DataFrame:
 def knee_table(cmp: Comparison) -> pd.DataFrame:
     k = cmp.knees.copy()
     k["knee"] = k["knee_batch_size"].map(lambda b: "none in grid" if pd.isna(b) else f"{int(b):,}")
-    keys = cmp.keys
-    k["protocol"] = [_protocol_label(r, keys) for _, r in k.iterrows()]
-    wide = k.pivot_table(index=["protocol", "optimizer"], columns="machine", values="knee", aggfunc="first",
-                         observed=True)
-    wide = wide.reindex(columns=[m for m in cmp.machines if m in wide.columns]).reset_index()
-    wide.columns.name = None
-    if wide["protocol"].nunique() == 1:
-        wide = wide.drop(columns="protocol")
-    return wide
+    k["protocol"] = [_protocol_label(r, cmp.keys) for _, r in k.iterrows()]
+    return _wide(k, cmp, "knee")
 
 
 def target_table(cmp: Comparison) -> pd.DataFrame:
     """Time to the profile's target accuracy per machine: the fastest cell of each optimizer."""
-    rows = []
-    keys = cmp.keys
-    t = cmp.table.assign(protocol=[_protocol_label(r, keys) for _, r in cmp.table.iterrows()])
-    for (proto, opt, m), g in t.groupby(["protocol", "optimizer", "machine"], observed=True):
-        reached = g.dropna(subset=["time_to_target_s"])
-        if reached.empty:
-            text = f"not reached ({g['target_accuracy'].iloc[0]:.2f})"
-        else:
-            best = reached.loc[reached["time_to_target_s"].idxmin()]
-            text = f"{_fmt_time(best['time_to_target_s'])} s at batch {best['batch_label']}"
-        rows.append({"protocol": proto, "optimizer": opt, "machine": m, "time to target": text})
-    wide = pd.DataFrame(rows).pivot_table(index=["protocol", "optimizer"], columns="machine",
-                                          values="time to target", aggfunc="first", observed=True)
-    wide = wide.reindex(columns=[m for m in cmp.machines if m in wide.columns]).reset_index()
-    wide.columns.name = None
-    if wide["protocol"].nunique() == 1:
-        wide = wide.drop(columns="protocol")
-    return wide
+    t = cmp.table.assign(protocol=[_protocol_label(r, cmp.keys) for _, r in cmp.table.iterrows()])
+    best = fastest_to_target(t, ["protocol", "optimizer", "machine"])
+    best["time to target"] = [f"not reached ({a:.2f})" if pd.isna(s) else f"{_fmt_time(s)} s at batch {b}"
+                              for s, b, a in zip(best["s"], best["batch"], best["target_accuracy"])]
+    return _wide(best, cmp, "time to target")
+
+
+@dataclass
+class CompareReport:
+    """The comparison's tables, the line printed above them, and COMPARE.md."""
+
+    head: str
+    note: str
+    ratios: pd.DataFrame
+    knees: pd.DataFrame
+    targets: pd.DataFrame
+    unmatched: dict
+
+    def terminal(self) -> list[str]:
+        out = [self.head] + (["WARNING: " + self.note] if self.note else [])
+        out += [self.ratios.to_markdown(index=False),
+                "\nSaturation knee (batch size after which time per update grows >= sqrt(batch)):",
+                self.knees.to_markdown(index=False),
+                "\nTime to target accuracy (fastest batch size per optimizer):", self.targets.to_markdown(index=False)]
+        if self.unmatched:
+            out.append("not matched (cell on one machine only): "
+                       + ", ".join(f"{m} {n} cell(s)" for m, n in self.unmatched.items()))
+        return out
+
+    def markdown(self, machines: list, files: str, figures: dict) -> str:
+        md = [f"# Machines compared: {', '.join(machines)}", "",
+              f"Generated by `python -m analysis compare` from {files}. {self.head}.", ""]
+        if self.note:
+            md += [f"**Warning: {self.note}.** Differences below include those, not only the hardware.", ""]
+        md += ["## Speed per grid cell", "", self.ratios.to_markdown(index=False), "",
+               "## Saturation knee", "", self.knees.to_markdown(index=False), "",
+               "## Time to target accuracy", "", self.targets.to_markdown(index=False), "",
+               "## Figures", ""]
+        md += [f"![{key}]({name})" for key, name in figures.items()]
+        if self.unmatched:
+            md += ["", "Not matched (a cell on one machine only): "
+                   + ", ".join(f"{m}: {n}" for m, n in self.unmatched.items()) + "."]
+        return "\n".join(md) + "\n"
+
+
+def report(cmp: Comparison) -> CompareReport:
+    head = (f"{len(cmp.machines)} machines, baseline {cmp.baseline}; speed = baseline epoch time / machine's "
+            "(above 1x = faster); medians over seeds")
+    return CompareReport(head, cmp.mismatch_note(), ratio_table(cmp), knee_table(cmp), target_table(cmp), cmp.unmatched)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pandas as pd
 
-SCHEMAS = ("mnist-mlp-bench/1",)
+from bench import record
 
 
 class LoadError(ValueError):
@@ -42,37 +41,23 @@ def store_machine_label(machine: dict) -> str:
                           "node": machine.get("node")})
 
 
-def _check_schemas(path, schemas):
-    unknown = sorted(set(map(str, schemas)) - set(SCHEMAS))
-    if unknown:
-        raise LoadError(f"{path}: unknown record schema {', '.join(unknown)}; this analysis reads {', '.join(SCHEMAS)}")
+def _records(path, records) -> list[dict]:
+    """Records in today's shape (bench.record.upgrade); an unknown schema is a one-line LoadError."""
+    try:
+        return [record.upgrade(r) for r in records]
+    except record.RecordError as exc:
+        raise LoadError(f"{path}: {exc}".replace("unknown schema", "unknown record schema")) from None
 
 
-def read_store(path: Path, text: str) -> pd.DataFrame:
-    """A run store (one JSON object per line, as `pytest bench --bench-store` writes); a torn last line is skipped.
-
-    bench/store.py reads the same format; analysis keeps its own reader because the result file is
-    the only door between the two halves (analysis never imports bench, nor through it TensorFlow).
-    """
-    lines = text.splitlines()
-    last = max((i for i, s in enumerate(lines) if s.strip()), default=-1)
-    entries = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            if i == last:
-                warnings.warn(f"{path}:{i + 1}: torn last line skipped", stacklevel=2)
-                continue
-            raise LoadError(f"{path}:{i + 1}: not a JSON line") from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("record"), dict):
-            raise LoadError(f"{path}:{i + 1}: not a run-store line (no 'record')")
-        entries.append(entry)
+def read_store(path: Path) -> pd.DataFrame:
+    """A run store (one JSON object per line, as `pytest bench --bench-store` writes), read by bench.record, the
+    one reader of the format: torn lines are skipped with a warning naming file:line."""
+    try:
+        entries = record.read_store(path)
+    except record.StoreError as exc:
+        raise LoadError(str(exc)) from None
     if not entries:
         raise LoadError(f"{path}: holds no mnist-mlp-bench runs")
-    _check_schemas(path, {e["record"].get("schema") for e in entries})
     df = pd.json_normalize([e["record"] for e in entries], sep=".")
     df["machine"] = [store_machine_label(e.get("machine") or {}) for e in entries]
     df["host"] = [(e.get("machine") or {}).get("node") for e in entries]
@@ -91,17 +76,20 @@ def read_file(path: str | Path) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise LoadError(f"{path}: not JSON ({exc})") from None
     if path.suffix == ".jsonl":
-        return read_store(path, text)
+        return read_store(path)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LoadError(f"{path}: not JSON ({exc}); a run store must be named *.jsonl") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list) or "machine_info" not in doc:
         raise LoadError(f"{path}: not a pytest-benchmark result file (no 'benchmarks' and 'machine_info')")
-    runs = [b for b in doc["benchmarks"] if isinstance(b.get("extra_info"), dict) and "schema" in b["extra_info"]]
+    # the timed runs, then the cells whose runs are not timings (failed, interrupted: no pytest-benchmark stats)
+    runs = [b for b in doc["benchmarks"] + doc.get("failed_runs", [])
+            if isinstance(b.get("extra_info"), dict) and "schema" in b["extra_info"]]
     if not runs:
         raise LoadError(f"{path}: holds no mnist-mlp-bench runs (no benchmark carries a run record)")
-    _check_schemas(path, {r["extra_info"]["schema"] for r in runs})
+    for run, rec in zip(runs, _records(path, [r["extra_info"] for r in runs])):
+        run["extra_info"] = rec
     df = pd.json_normalize(runs, sep=".")
     df.columns = [c.removeprefix("extra_info.") for c in df.columns]
     info = doc["machine_info"]
@@ -120,11 +108,6 @@ def load_runs(paths) -> pd.DataFrame:
     df = pd.concat([read_file(p) for p in paths], ignore_index=True)
     df["machine"] = pd.Categorical(df["machine"], categories=list(dict.fromkeys(df["machine"])), ordered=True)
     df["batch_label"] = [("full" if full else str(bs)) for full, bs in zip(df["full_batch"], df["batch_size"])]
-    # fields newer than some result files: what those runs used, or unknown
-    for col, value in (("dispatch.mode", "default"), ("dtype", "float32"), ("dispatch.backend", "tensorflow")):
-        df[col] = df[col].fillna(value) if col in df else value
-    if "budget" not in df:
-        df["budget"] = None
     for col in ("hessian.lambda_min", "hessian.lambda_max"):  # the run-end Hessian probe, flattened
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else float("nan")
     for col in ("plateaus", "full_grad_norm_by_epoch", "noise_scale_by_epoch"):

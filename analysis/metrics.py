@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from bench import record
+
 # Test accuracy a run must reach for `time_to_target_s`, per profile: reachable by the better cells
 # of each protocol on a CPU, so the metric separates them (chance is 0.10).
 TARGET_ACCURACY = {"smoke": 0.75, "quick": 0.90, "lecture": 0.97}
@@ -17,7 +19,9 @@ DEFAULT_TARGET = 0.90
 # (slope 0: a bigger batch costs nothing more per update) to saturated (slope 1: cost ~ batch).
 KNEE_SLOPE = 0.5
 
-CELL = ["machine", "profile", "optimizer", "batch_size"]
+# One grid cell of one protocol on one machine (bench.record's keys; the saddle benchmark's runs, the only ones
+# with a budget, are summarised apart).
+CELL = ["machine", *record.PROTOCOL, *(c for c in record.CELL if c != "budget")]
 
 
 def target_for(profile: str) -> float:
@@ -52,10 +56,9 @@ def add_run_metrics(df: pd.DataFrame) -> pd.DataFrame:
                               zip(df["epoch_times_s"], df["test_accuracy_by_epoch"], df["target_accuracy"])]
     df["train_time_s"] = [float(sum(t)) if t else math.nan for t in df["epoch_times_s"]]
     df["loss_noise"] = [loss_noise(c) for c in df["loss_curve"]]
-    keys = ["machine", "profile", "optimizer", "seed", "train_size", "epochs"]
-    keys += [k for k in ("dispatch.mode", "dispatch.backend") if k in df]  # speed-ups within one mode
-    df["_budget"] = df["budget"].fillna("") if "budget" in df else ""  # the saddle benchmark's two budgets
-    keys.append("_budget")
+    # the same protocol, optimizer and seed at batch 1 (and the saddle benchmark's same budget)
+    keys = ["machine", *record.PROTOCOL, "optimizer", "seed", "_budget"]
+    df["_budget"] = df["budget"].fillna("")
     base = (df[df["batch_size"] == 1].set_index(keys)[["epoch_time_s", "time_per_update_s"]]
             .rename(columns=lambda c: c + "_bs1"))
     df = df.join(base, on=keys).drop(columns="_budget")
@@ -70,9 +73,9 @@ def median_at(summary: pd.DataFrame, column: str, batch_size: int) -> float:
     return float(vals.median()) if len(vals) else math.nan
 
 
-def cell_summary(df: pd.DataFrame, extra=()) -> pd.DataFrame:
-    """One row per machine x profile x optimizer x batch size (x `extra` columns), medians over seeds."""
-    cell = CELL + list(extra)
+def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per machine x protocol x optimizer x batch size, medians over seeds."""
+    cell = CELL
     ok = df[df["status"] == "ok"]
     g = ok.groupby(cell, observed=True)
     out = g.agg(
@@ -115,10 +118,10 @@ def knee(batch_sizes, times, slope: float = KNEE_SLOPE):
     return None
 
 
-def knees(summary: pd.DataFrame) -> pd.DataFrame:
-    """The knee of each machine x profile x optimizer."""
+def knees(summary: pd.DataFrame, protocol=record.PROTOCOL) -> pd.DataFrame:
+    """The knee of each machine x protocol x optimizer (`protocol`: the protocol fields to tell apart)."""
+    keys = ["machine", *protocol, "optimizer"]
     rows = []
-    for (machine, profile, opt), g in summary.groupby(["machine", "profile", "optimizer"], observed=True):
-        rows.append({"machine": machine, "profile": profile, "optimizer": opt,
-                     "knee_batch_size": knee(g["batch_size"], g["time_per_update_s"])})
-    return pd.DataFrame(rows)
+    for key, g in summary.groupby(keys, observed=True, dropna=False):
+        rows.append({**dict(zip(keys, key)), "knee_batch_size": knee(g["batch_size"], g["time_per_update_s"])})
+    return pd.DataFrame(rows, columns=[*keys, "knee_batch_size"])

@@ -10,7 +10,9 @@ import time
 
 def _sync(x) -> float:
     """Wait for `x` by reading one element back (cheap: no full copy to the host)."""
-    from bench.backend import keras
+    from bench.backends import current
+
+    keras = current().keras
 
     return float(keras.ops.convert_to_numpy(keras.ops.reshape(x, (-1,))[0]))
 
@@ -27,7 +29,9 @@ def _best_time(fn, repeats: int) -> float:
 
 def matmul_peak(n: int, chain: int = 3, repeats: int = 3) -> dict:
     """GFLOP/s of n x n by n x n products (2 n^3 FLOPs each), `chain` per timed block, best block."""
-    from bench.backend import keras
+    from bench.backends import current
+
+    keras = current().keras
 
     dtype = keras.config.floatx()
     a = keras.random.normal((n, n), dtype=dtype, seed=1) / n ** 0.5
@@ -45,7 +49,9 @@ def matmul_peak(n: int, chain: int = 3, repeats: int = 3) -> dict:
 
 def bandwidth(n_floats: int, repeats: int = 5) -> dict:
     """GB/s of an element-wise `a * 2` over `n_floats` values (bytes read + bytes written)."""
-    from bench.backend import keras
+    from bench.backends import current
+
+    keras = current().keras
 
     dtype = keras.config.floatx()
     a = keras.ops.ones((n_floats,), dtype=dtype)
@@ -56,11 +62,12 @@ def bandwidth(n_floats: int, repeats: int = 5) -> dict:
 
 def calibrate() -> dict:
     """Both ceilings for machine_info: sized for the device (a GPU gets bigger problems), about 1-3 s."""
-    from bench.backend import BACKEND, gpu_devices, keras
+    from bench.backends import current
 
-    gpu = bool(gpu_devices())
+    backend = current()
+    gpu = bool(backend.gpu_devices())
     started = time.perf_counter()
-    out = {"device": "GPU" if gpu else "CPU", "backend": BACKEND, "dtype": keras.config.floatx()}
+    out = {"device": "GPU" if gpu else "CPU", "backend": backend.NAME, "dtype": backend.keras.config.floatx()}
     out.update(matmul_peak(8192 if gpu else 2048, chain=3 if gpu else 2))
     out.update(bandwidth(2 ** 28 if gpu else 2 ** 25))
     out["seconds"] = round(time.perf_counter() - started, 2)

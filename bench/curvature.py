@@ -1,7 +1,7 @@
-"""Instruments that tell a saddle point from a minimum (TensorFlow backend).
+"""Instruments that tell a saddle point from a minimum, over the loss, gradient and Hessian-vector products a
+backend's probe provides (bench/backends: `probe(model, x, y)`).
 
-* Hessian-vector products of the training loss on a fixed probe subset (double backprop), and the
-  extreme eigenvalues of that Hessian, lambda_max and lambda_min, by Lanczos with full
+* The extreme eigenvalues of the probe set's Hessian, lambda_max and lambda_min, by Lanczos with full
   re-orthogonalisation (its Ritz values converge first at both ends of the spectrum).
 * The full-batch gradient norm on the probe set (comparable across batch sizes, unlike the minibatch norm).
 * The gradient noise scale B_simple = tr(Sigma) / |G|^2 with McCandlish et al.'s unbiased estimates
@@ -26,88 +26,6 @@ PROBE_SIZE = 1000  # training examples the probes use (fixed: the first PROBE_SI
 LANCZOS_ITERS = 20
 NOISE_SMALL_BATCH = 32
 NOISE_SMALL_BATCHES = 8
-
-
-def _flatten(tensors) -> np.ndarray:
-    return np.concatenate([np.asarray(t, dtype=np.float64).ravel() for t in tensors])
-
-
-class Probe:
-    """Loss, gradient and Hessian-vector products of `model` on one fixed set of examples."""
-
-    def __init__(self, model, x, y):
-        from bench.backend import keras, tf
-
-        if tf is None:
-            raise RuntimeError("the curvature probes need the tensorflow backend")
-        self.tf = tf
-        self.model = model
-        self.x = tf.constant(x)
-        self.y = tf.constant(y)
-        self.size = int(x.shape[0])
-        self.variables = model.trainable_variables
-        self.shapes = [tuple(v.shape) for v in self.variables]
-        self.sizes = [int(np.prod(s)) for s in self.shapes]
-        self.dim = int(sum(self.sizes))
-        loss_fn = keras.losses.CategoricalCrossentropy()
-
-        def loss(x, y):
-            return loss_fn(y, model(x, training=False))
-
-        @tf.function
-        def grad(x, y):
-            with tf.GradientTape() as tape:
-                value = loss(x, y)
-            return value, tape.gradient(value, self.variables)
-
-        @tf.function
-        def hvp(x, y, vs):
-            with tf.GradientTape() as outer:
-                with tf.GradientTape() as inner:
-                    value = loss(x, y)
-                grads = inner.gradient(value, self.variables)
-                dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vs)])
-            return outer.gradient(dot, self.variables)
-
-        @tf.function
-        def grad_sq(x, y):
-            value, grads = grad(x, y)
-            return value, tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
-
-        self._grad, self._hvp, self._grad_sq = grad, hvp, grad_sq
-
-    def _split(self, vector: np.ndarray):
-        parts, start = [], 0
-        for shape, n in zip(self.shapes, self.sizes):
-            parts.append(self.tf.constant(vector[start:start + n].reshape(shape), dtype=self.tf.float32))
-            start += n
-        return parts
-
-    def loss_and_grad(self, x=None, y=None) -> tuple[float, np.ndarray]:
-        value, grads = self._grad(self.x if x is None else x, self.y if y is None else y)
-        return float(value), _flatten(grads)
-
-    def grad_norm_sq(self, x=None, y=None) -> float:
-        """|gradient|^2 of the mean loss, reduced on the device: the per-epoch probes need only norms, and
-        copying 648,010-entry gradients to the host (as float64) at every epoch end measurably slowed
-        the XLA-compiled epochs that followed (20-40 % at batch 10 in --dispatch fast)."""
-        _, sq = self._grad_sq(self.x if x is None else x, self.y if y is None else y)
-        return float(sq)
-
-    def hvp(self, vector: np.ndarray) -> np.ndarray:
-        """H v for the probe set's mean loss, H the Hessian w.r.t. all trainable parameters."""
-        return _flatten(self._hvp(self.x, self.y, self._split(vector)))
-
-    def noise_scale(self, small: int = NOISE_SMALL_BATCH, batches: int = NOISE_SMALL_BATCHES, seed: int = 0) -> dict:
-        """B_simple from `batches` small-batch gradients (size `small`, drawn from the probe set) and the
-        probe set's full gradient."""
-        rng = np.random.default_rng(seed)
-        sq_big = self.grad_norm_sq()
-        sq_small = []
-        for _ in range(batches):
-            idx = rng.choice(self.size, size=small, replace=False)
-            sq_small.append(self.grad_norm_sq(self.tf.gather(self.x, idx), self.tf.gather(self.y, idx)))
-        return noise_scale(small, float(np.mean(sq_small)), self.size, sq_big)
 
 
 def noise_scale(b_small: int, sq_small: float, b_big: int, sq_big: float) -> dict:
@@ -147,7 +65,7 @@ def lanczos(matvec, dim: int, iters: int = LANCZOS_ITERS, seed: int = 0) -> np.n
     return np.linalg.eigvalsh(t)
 
 
-def hessian_extremes(probe: Probe, iters: int = LANCZOS_ITERS, seed: int = 0) -> dict:
+def hessian_extremes(probe, iters: int = LANCZOS_ITERS, seed: int = 0) -> dict:
     """lambda_max, lambda_min of the probe-set Hessian, with the probe's size, iterations and cost."""
     started = time.perf_counter()
     ritz = lanczos(probe.hvp, probe.dim, iters, seed)
@@ -199,14 +117,25 @@ def plateaus(curve, rel: float = 0.01, window: int | None = None, min_points: in
 GRAD_SMALL = 0.1  # a plateau's full-gradient norm counts as small below this share of the run's largest
 
 
+def probe_noise_scale(probe, small: int = NOISE_SMALL_BATCH, batches: int = NOISE_SMALL_BATCHES, seed: int = 0) -> dict:
+    """B_simple from `batches` small-batch gradients (size `small`, drawn from the probe set) and the probe
+    set's full gradient."""
+    rng = np.random.default_rng(seed)
+    sq_big = probe.grad_norm_sq()
+    sq_small = []
+    for _ in range(batches):
+        idx = rng.choice(probe.size, size=small, replace=False)
+        sq_small.append(probe.grad_norm_sq(*probe.subset(idx)))
+    return noise_scale(small, float(np.mean(sq_small)), probe.size, sq_big)
+
+
 class Prober:
     """The run's probes, taken outside the timed epochs: at each epoch end the full-batch gradient norm and
     B_simple; the Hessian's extremes when the loss curve is on a plateau at that moment (once per plateau),
     and at the end of the run."""
 
-    def __init__(self, model, x, y, recorder=None, iters: int = LANCZOS_ITERS, seed: int = 0):
-        n = min(PROBE_SIZE, int(x.shape[0]))
-        self.probe = Probe(model, x[:n], y[:n])
+    def __init__(self, probe, recorder=None, iters: int = LANCZOS_ITERS, seed: int = 0):
+        self.probe = probe
         self.recorder, self.iters, self.seed = recorder, iters, seed
         # the curve keeps every stride-th update: a probe at update u belongs to a plateau that ends within
         # one stride before u
@@ -216,14 +145,14 @@ class Prober:
         self.seconds = 0.0
 
     def _hessian(self, update: int) -> dict:
-        h = {"update": update, **hessian_extremes(self.probe, self.iters, self.seed)}
+        h = {"update": update, **hessian_extremes(self.probe, self.iters, self.seed), "plateau_start": None}
         self.hessians.append(h)
         return h
 
     def epoch_end(self, epoch: int, update: int):
         started = time.perf_counter()
         full_norm = math.sqrt(self.probe.grad_norm_sq())
-        ns = self.probe.noise_scale(seed=self.seed + epoch) if self.probe.size > NOISE_SMALL_BATCH else None
+        ns = probe_noise_scale(self.probe, seed=self.seed + epoch) if self.probe.size > NOISE_SMALL_BATCH else None
         self.epochs.append({"epoch": epoch + 1, "update": update, "full_grad_norm": full_norm,
                             "b_simple": ns["b_simple"] if ns else None})
         if self.recorder is not None:

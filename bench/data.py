@@ -77,16 +77,27 @@ def _checked(arrays: dict, source: str) -> Mnist:
     return Mnist(source=source, **arrays)
 
 
+def locate(path: str | os.PathLike | None = None) -> Path | None:
+    """Where MNIST will be read from: `path`, else $MNIST_NPZ, else Keras' cache; None when it must be
+    downloaded. A named file that does not exist is a DataError (cheap: nothing is read)."""
+    named = path or os.environ.get(ENV_VAR)
+    if named:
+        if not Path(named).is_file():
+            raise DataError(f"MNIST file {str(named)!r} does not exist; give a Keras-layout mnist.npz")
+        return Path(named)
+    cache = keras_cache_path()
+    return cache if cache.is_file() else None
+
+
 def load_mnist(path: str | os.PathLike | None = None) -> Mnist:
     """MNIST from `path`, else $MNIST_NPZ, else Keras' cache, else Keras' own download."""
-    if path:
-        return read_npz(path)
-    if os.environ.get(ENV_VAR):
-        return read_npz(os.environ[ENV_VAR])
+    found = locate(path)
+    if found is not None:
+        return read_npz(found)
+    from bench.backends import current
+
+    keras = current().keras
     cache = keras_cache_path()
-    if cache.is_file():
-        return read_npz(cache)
-    from bench.backend import keras
 
     try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()

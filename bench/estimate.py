@@ -51,7 +51,7 @@ def seconds(cells, table: dict, per_run_s: float) -> float:
 
 def from_store(entries, machine_id: str, backend: str, mode: str):
     """(table, per_run_s, runs used) from this machine's finished runs in the store, or None if too few."""
-    from bench.store import machine_id as mid
+    from bench.record import machine_id as mid
 
     per_bs, overhead = {}, []
     for e in entries:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
-SCHEMA = "mnist-mlp-bench/1"
 MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
 FULL = "full"
@@ -29,6 +27,12 @@ LEARNING_RATES = {
 }
 
 ACTIVATIONS = ("sigmoid", "relu")
+DTYPE = "float32"  # Keras' default floatx, which the suite never changes
+
+# Named experiments beside the grid, run by name (`pytest bench --experiment saddle`): the module of each.
+# Without --experiment only the grid (test_train.py) runs.
+EXPERIMENTS = {"saddle": "test_saddle.py"}
+GRID_MODULE = "test_train.py"
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,22 @@ class RunConfig:
         label = FULL if self.full_batch else str(self.batch_size)
         budget = f"-same{self.budget}" if self.budget else ""
         return f"{self.optimizer}-bs{label}{budget}-seed{self.seed}"
+
+    @property
+    def params(self) -> dict:
+        """pytest-benchmark's `params` of the cell's benchmark (what `--group-by=param:...` reads)."""
+        return {"optimizer": self.optimizer, "batch_size": FULL if self.full_batch else self.batch_size,
+                "seed": self.seed}
+
+    def planned(self, backend: str, threads: int | None) -> dict:
+        """The cell's record as far as it is known before it runs: what --resume matches the store against
+        (bench.record.resume_key reads both)."""
+        return {"profile": self.profile, "train_size": self.train_size, "epochs": self.epochs,
+                "activation": self.activation, "dtype": DTYPE, "optimizer": self.optimizer,
+                "batch_size": self.batch_size, "full_batch": self.full_batch, "budget": self.budget,
+                "seed": self.seed, "probes": {"requested": self.probes},
+                "dispatch": {"mode": self.dispatch, "backend": backend,
+                             "threads": {"intra_op": threads, "inter_op": threads} if threads else None}}
 
 
 @dataclass(frozen=True)
@@ -240,47 +260,27 @@ def parse_threads(text: str) -> int:
     return _int("--threads", text, low=1, high=1024, what="threads is a positive integer (TensorFlow intra- and inter-op threads)")
 
 
-def keras_optimizers() -> dict:
-    """Every optimizer class the installed Keras ships, by lower-case name, wrappers excluded.
-
-    A wrapper (LossScaleOptimizer) is told apart by needing an inner optimizer to be built.
-    """
-    from bench.backend import keras
-
-    found = {}
-    for name, cls in vars(keras.optimizers).items():
-        if not (inspect.isclass(cls) and issubclass(cls, keras.optimizers.Optimizer)):
-            continue
-        if cls is keras.optimizers.Optimizer:
-            continue
-        params = inspect.signature(cls.__init__).parameters.values()
-        if any(p.default is p.empty and p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-               for p in params):
-            continue
-        found[name.lower()] = cls
-    return found
-
-
-def parse_optimizers(text: str | None) -> tuple:
+def parse_optimizers(text: str | None, discover=None) -> tuple:
+    """`lecture`, `all` or Keras names. `discover()` lists the installed Keras' optimizers (the caller passes
+    bench.backends.optimizer_names); it is asked only for `all` or a name outside the lecture's seven, so the
+    usual case imports no Keras. Without it only the lecture's seven are known."""
     if text is None or text == "lecture":
         return LECTURE_OPTIMIZERS
-    known = None
+    discover = discover or (lambda: sorted(LECTURE_OPTIMIZERS))
     if text == "all":
-        known = keras_optimizers()
-        return LECTURE_OPTIMIZERS + tuple(sorted(set(known) - set(LECTURE_OPTIMIZERS)))
+        return LECTURE_OPTIMIZERS + tuple(sorted(set(discover()) - set(LECTURE_OPTIMIZERS)))
     names = [s.lower() for s in _items("--optimizers", text)]
-    for name in names:
-        if name in LECTURE_OPTIMIZERS:
-            continue
-        known = known or keras_optimizers()
-        if name not in known:
-            raise BadOption(f"--optimizers: unknown optimizer {name!r}; known: lecture, all, "
-                            f"{', '.join(sorted(known))}")
+    unknown = [n for n in names if n not in LECTURE_OPTIMIZERS]
+    if unknown:
+        known = discover()
+        for name in unknown:
+            if name not in known:
+                raise BadOption(f"--optimizers: unknown optimizer {name!r}; known: lecture, all, {', '.join(known)}")
     return tuple(dict.fromkeys(names))
 
 
 def parse_sweep(profile=None, train_size=None, epochs=None, batch_sizes=None, optimizers=None,
-                seeds=None, activation=None, dispatch=None) -> Sweep:
+                seeds=None, activation=None, dispatch=None, discover=None) -> Sweep:
     """Build the grid from command-line strings; None keeps the profile's value."""
     prof = parse_profile(profile)
     n = prof.train_size if train_size is None else parse_train_size(train_size)
@@ -294,7 +294,7 @@ def parse_sweep(profile=None, train_size=None, epochs=None, batch_sizes=None, op
         train_size=n,
         epochs=prof.epochs if epochs is None else parse_epochs(epochs),
         batch_sizes=sizes,
-        optimizers=parse_optimizers(optimizers),
+        optimizers=parse_optimizers(optimizers, discover),
         seeds=(0,) if seeds is None else parse_seeds(seeds),
         activation="sigmoid" if activation is None else parse_activation(activation),
         dispatch="default" if dispatch is None else parse_dispatch(dispatch),

@@ -27,14 +27,46 @@ def short_label(gpu: dict, cpu_brand: str | None, cpu_count: int | None) -> str:
 
 def machine_identity(nvml=None) -> dict:
     """GPU (NVML), framework build (Keras, backend, TensorFlow or JAX, CUDA/cuDNN built with), CPU count."""
-    from bench.backend import build_info, gpu_devices
+    from bench.backends import current
 
+    backend = current()
     return {
         "gpu": describe_gpus(nvml),
-        **build_info(),
-        "backend_gpus": gpu_devices(),
+        **backend.build_info(),
+        "backend_gpus": backend.gpu_devices(),
         "cpu_count": os.cpu_count(),
     }
+
+
+def store_machine(label: str | None = None) -> dict:
+    """What a store line says of its machine: enough to label it and to match it on --resume."""
+    import platform
+
+    import cpuinfo
+
+    gpu = describe_gpus()
+    cpu = cpuinfo.get_cpu_info().get("brand_raw")
+    return {"node": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "gpu_name": gpu.get("name"), "gpu_count": gpu.get("count", 0),
+            "label": label or short_label(gpu, cpu, os.cpu_count())}
+
+
+def code_version() -> str:
+    """The installed package version, plus the git commit when run from a checkout."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    try:
+        v = version("mnist-mlp-bench")
+    except PackageNotFoundError:
+        v = "unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{v}+{commit}" if commit else v
 
 
 def reset_peak_host_memory() -> bool:

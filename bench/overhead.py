@@ -48,9 +48,11 @@ def _epoch_clock(keras, times):
 def plain_epoch_times(cfg: grid.RunConfig, data, use: str | None = None) -> list:
     """The cell's training with nothing but an epoch timer: `model.fit` with Keras' defaults, or in fast
     mode the suite's fast driver (bench.train.fit_epochs), or Keras' own fast flags with use="keras_fit"."""
-    from bench.backend import keras
+    from bench.backends import current
     from bench.model import build_mlp, make_optimizer
     from bench.train import compile_args, fit_epochs
+
+    keras = current().keras
 
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(cfg.seed)
@@ -69,7 +71,8 @@ def keras_fit_epoch_times(cfg: grid.RunConfig, data) -> list:
 
 
 def floor_epoch_times(cfg: grid.RunConfig, data) -> list:
-    """The same updates as one XLA-compiled loop per epoch over batches already on the device (TensorFlow only).
+    """The same updates as one compiled loop per epoch over batches already on the device (the backend's
+    `floor_epoch`: no Keras train_step, no metrics, no shuffling).
 
     The floor of what any driver of this model can reach: no per-step host work at all. Batches are
     cut from a shuffled copy made once (shuffling is not timed); a last partial batch is dropped so the
@@ -77,37 +80,27 @@ def floor_epoch_times(cfg: grid.RunConfig, data) -> list:
     """
     import numpy as np
 
-    from bench.backend import BACKEND, keras, tf
+    from bench.backends import Unsupported, current
     from bench.model import build_mlp, make_optimizer
 
-    if BACKEND != "tensorflow":
-        raise SystemExit("python -m bench.overhead: the dispatch floor is written for the tensorflow backend")
+    backend = current()
+    keras = backend.keras
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(cfg.seed)
     x, y, _, _ = data.prepared(cfg.train_size)
     steps = cfg.train_size // cfg.batch_size
     order = np.random.default_rng(cfg.seed).permutation(len(x))[: steps * cfg.batch_size]
-    xb = tf.constant(x[order].reshape(steps, cfg.batch_size, -1))
-    yb = tf.constant(y[order].reshape(steps, cfg.batch_size, -1))
     model = build_mlp(cfg.activation, cls=keras.Sequential)
     optimizer = make_optimizer(cfg.optimizer)
-    optimizer.build(model.trainable_variables)
-    loss_fn = keras.losses.CategoricalCrossentropy()
-
-    @tf.function(jit_compile=True)
-    def epoch(xb, yb):
-        loss = tf.constant(0.0)
-        for i in tf.range(steps):
-            with tf.GradientTape() as tape:
-                loss = loss_fn(yb[i], model(xb[i], training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply(grads, model.trainable_variables)
-        return loss
-
+    try:
+        epoch = backend.floor_epoch(model, optimizer, x[order].reshape(steps, cfg.batch_size, -1),
+                                    y[order].reshape(steps, cfg.batch_size, -1))
+    except Unsupported as exc:
+        raise SystemExit(f"python -m bench.overhead: {exc}") from None
     times = []
     for _ in range(cfg.epochs):
         start = time.perf_counter()
-        float(epoch(xb, yb))
+        epoch()
         times.append(time.perf_counter() - start)
     return times
 
@@ -115,7 +108,7 @@ def floor_epoch_times(cfg: grid.RunConfig, data) -> list:
 def _instrumented(cfg, data):
     from bench.train import run
 
-    return run(cfg, data)["epoch_times_s"]
+    return run(cfg, data).epoch_times_s
 
 
 def measure(cfgs: dict, data, repeats: int) -> dict:
@@ -129,7 +122,47 @@ def measure(cfgs: dict, data, repeats: int) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def overhead_table(sweep: grid.Sweep, data, repeats: int, mode: str) -> list[dict]:
+    """The suite's instrumented run against a plain fit of the same cells: rows printed and returned."""
+    print(f"overhead, --dispatch {mode}")
+    print(f"{'batch':>6} {'plain s/epoch':>14} {'suite s/epoch':>14} {'ratio':>7} {'ratio of minima':>16}"
+          "   (target <= 1.03)")
+    rows = []
+    for cfg in sweep.cells():
+        t = measure({"plain": (plain_epoch_times, cfg), "suite": (_instrumented, cfg)}, data, repeats)
+        a, b = statistics.median(t["plain"]), statistics.median(t["suite"])
+        # the minima: on a shared machine slow epochs come from the host (bursts that hit either side),
+        # so the fastest epoch of each is the least disturbed estimate of its cost
+        ratio_min = min(t["suite"]) / min(t["plain"])
+        rows.append({"batch_size": cfg.batch_size, "plain_s": a, "suite_s": b, "ratio": b / a,
+                     "plain_min_s": min(t["plain"]), "suite_min_s": min(t["suite"]), "ratio_of_minima": ratio_min,
+                     "epochs_measured": len(t["plain"])})
+        print(f"{cfg.batch_size:>6} {a:>14.4f} {b:>14.4f} {b / a:>7.3f} {ratio_min:>16.3f}", flush=True)
+    return rows
+
+
+def dispatch_table(sweep: grid.Sweep, data, repeats: int) -> list[dict]:
+    """Time per update of each driver against the hand-written floor: rows printed and returned."""
+    print(f"{'batch':>6} {'default ms/upd':>15} {'fast ms/upd':>12} {'keras_fast':>11} {'floor ms/upd':>13} "
+          f"{'default/floor':>14} {'fast/floor':>11}   (fast target <= 1.2x floor)")
+    rows = []
+    for cfg in sweep.cells():
+        fast = dataclasses.replace(cfg, dispatch="fast")
+        t = measure({"default": (plain_epoch_times, cfg), "fast": (plain_epoch_times, fast),
+                     "keras_fast": (keras_fit_epoch_times, fast), "floor": (floor_epoch_times, cfg)}, data, repeats)
+        full_steps = cfg.train_size // cfg.batch_size
+        ms = {k: statistics.median(v) * 1000 / (full_steps if k == "floor" else cfg.steps_per_epoch)
+              for k, v in t.items()}
+        rows.append({"batch_size": cfg.batch_size, **{f"{k}_ms_per_update": v for k, v in ms.items()},
+                     "default_over_floor": ms["default"] / ms["floor"], "fast_over_floor": ms["fast"] / ms["floor"],
+                     "keras_fast_over_floor": ms["keras_fast"] / ms["floor"]})
+        print(f"{cfg.batch_size:>6} {ms['default']:>15.3f} {ms['fast']:>12.3f} {ms['keras_fast']:>11.3f} "
+              f"{ms['floor']:>13.3f} {ms['default'] / ms['floor']:>14.2f} {ms['fast'] / ms['floor']:>11.2f}",
+              flush=True)
+    return rows
+
+
+def _arguments(argv):
     p = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.splitlines()[0])
     p.add_argument("--what", choices=("overhead", "dispatch", "both"), default="both")
     p.add_argument("--batch-sizes", default=None,
@@ -142,9 +175,14 @@ def main(argv=None) -> int:
                    "gets model.fit) or fast")
     p.add_argument("--mnist", default=None)
     p.add_argument("--json", default=None, help="also write the results to this file")
-    args = p.parse_args(argv)
+    return p, p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from bench.backends import name, optimizer_names
     from bench.data import DataError, load_mnist
 
+    p, args = _arguments(argv)
     try:
         if args.repeats < 1:
             raise grid.BadOption(f"--repeats: {args.repeats} is not a positive integer")
@@ -153,7 +191,8 @@ def main(argv=None) -> int:
             if args.what in (what, "both"):
                 sweeps[what] = grid.parse_sweep("quick", train_size=args.train_size, epochs=args.epochs,
                                                 batch_sizes=args.batch_sizes or sizes, optimizers=args.optimizer,
-                                                dispatch=args.dispatch if what == "overhead" else None)
+                                                dispatch=args.dispatch if what == "overhead" else None,
+                                                discover=optimizer_names)
         if any(s.epochs < 2 for s in sweeps.values()):
             raise grid.BadOption("--epochs: needs at least 2 (the first epoch includes tracing and is not compared)")
         data = load_mnist(args.mnist)
@@ -161,47 +200,13 @@ def main(argv=None) -> int:
         p.error(str(exc))
 
     results = {"optimizer": args.optimizer, "train_size": int(args.train_size), "epochs": int(args.epochs),
-               "repeats": args.repeats}
+               "repeats": args.repeats, "backend": name()}
     if "overhead" in sweeps:
         results["overhead_dispatch"] = args.dispatch
-        print(f"overhead, --dispatch {args.dispatch}")
-        print(f"{'batch':>6} {'plain s/epoch':>14} {'suite s/epoch':>14} {'ratio':>7} {'ratio of minima':>16}"
-              "   (target <= 1.03)")
-        rows = []
-        for cfg in sweeps["overhead"].cells():
-            t = measure({"plain": (plain_epoch_times, cfg), "suite": (_instrumented, cfg)}, data, args.repeats)
-            a, b = statistics.median(t["plain"]), statistics.median(t["suite"])
-            # the minima: on a shared machine slow epochs come from the host (bursts that hit either side),
-            # so the fastest epoch of each is the least disturbed estimate of its cost
-            ratio_min = min(t["suite"]) / min(t["plain"])
-            rows.append({"batch_size": cfg.batch_size, "plain_s": a, "suite_s": b, "ratio": b / a,
-                         "plain_min_s": min(t["plain"]), "suite_min_s": min(t["suite"]), "ratio_of_minima": ratio_min,
-                         "epochs_measured": len(t["plain"])})
-            print(f"{cfg.batch_size:>6} {a:>14.4f} {b:>14.4f} {b / a:>7.3f} {ratio_min:>16.3f}", flush=True)
-        results["overhead"] = rows
+        results["overhead"] = overhead_table(sweeps["overhead"], data, args.repeats, args.dispatch)
     if "dispatch" in sweeps:
-        print(f"{'batch':>6} {'default ms/upd':>15} {'fast ms/upd':>12} {'keras_fast':>11} {'floor ms/upd':>13} "
-              f"{'default/floor':>14} {'fast/floor':>11}   (fast target <= 1.2x floor)")
-        rows = []
-        for cfg in sweeps["dispatch"].cells():
-            fast = dataclasses.replace(cfg, dispatch="fast")
-            t = measure({"default": (plain_epoch_times, cfg), "fast": (plain_epoch_times, fast),
-                         "keras_fast": (keras_fit_epoch_times, fast), "floor": (floor_epoch_times, cfg)},
-                        data, args.repeats)
-            full_steps = cfg.train_size // cfg.batch_size
-            ms = {k: statistics.median(v) * 1000 / (full_steps if k == "floor" else cfg.steps_per_epoch)
-                  for k, v in t.items()}
-            rows.append({"batch_size": cfg.batch_size, **{f"{k}_ms_per_update": v for k, v in ms.items()},
-                         "default_over_floor": ms["default"] / ms["floor"], "fast_over_floor": ms["fast"] / ms["floor"],
-                         "keras_fast_over_floor": ms["keras_fast"] / ms["floor"]})
-            print(f"{cfg.batch_size:>6} {ms['default']:>15.3f} {ms['fast']:>12.3f} {ms['keras_fast']:>11.3f} "
-                  f"{ms['floor']:>13.3f} {ms['default'] / ms['floor']:>14.2f} {ms['fast'] / ms['floor']:>11.2f}",
-                  flush=True)
-        results["dispatch"] = rows
+        results["dispatch"] = dispatch_table(sweeps["dispatch"], data, args.repeats)
     if args.json:
-        from bench.backend import BACKEND
-
-        results["backend"] = BACKEND
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
     return 0

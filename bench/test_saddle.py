@@ -2,11 +2,13 @@
 and for the same number of updates, several seeds, each run probed for plateaus, gradient norm, noise
 scale and the Hessian's extreme eigenvalues (bench/curvature.py).
 
-Run on request (it is not part of `pytest bench`):
+Run by name (it is not part of the grid):
 
-    pytest bench/test_saddle.py --benchmark-json saddle.json [--saddle-profile smoke|cpu] [--seeds 0,1,2]
+    pytest bench --experiment saddle --benchmark-json saddle.json [--saddle-profile smoke|cpu] [--seeds 0,1,2]
 """
 
 
-def test_saddle(saddle_cell, run_cell):
-    run_cell(saddle_cell)
+def test_saddle(cell, run_cell):
+    record = run_cell(cell)
+    if record.status == "ok":
+        assert record.updates == cell.expected_updates

@@ -3,5 +3,5 @@
 
 def test_train(cell, run_cell):
     record = run_cell(cell)
-    if record["status"] == "ok":
-        assert record["updates"] == cell.expected_updates
+    if record.status == "ok":
+        assert record.updates == cell.expected_updates

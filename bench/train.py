@@ -1,101 +1,65 @@
-"""The training harness: one grid cell in, one flat run record (DESIGN.md's contract) out."""
+"""One grid cell in, one run record out: prepare -> fit and classify the outcome -> derive -> build the record.
+
+Backend-neutral: everything that differs between Keras' backends comes from bench.backends.current().
+"""
 
 from __future__ import annotations
 
 import math
 import statistics
 import time
+from dataclasses import dataclass, field
 
-from bench.backend import BACKEND, determinism, gpu_devices, is_oom, keras, tf, threads, to_int
+from bench import backends
 from bench.gpu import GpuSampler
-from bench.grid import MAX_CURVE_POINTS, MNIST_TEST_SIZE, SCHEMA, RunConfig
+from bench.grid import MAX_CURVE_POINTS, RunConfig
 from bench.machine import peak_host_memory_mib, reset_peak_host_memory
-from bench.model import CurveRecorder, build_mlp, flops_per_example, make_optimizer
+from bench.model import flops_per_example, make_optimizer
+from bench.record import SCHEMA, Dispatch, Gpu, Hessian, Plateau, Probes, Record
 
 EVAL_BATCH_SIZE = 1000  # evaluation is untimed; a fixed batch keeps its cost independent of the grid
 # --dispatch fast records the gradient norm at no more points per run than this (the loss at up to
 # max_curve_points, as in default): at ~0.5 ms per norm in the XLA loop on a CPU, 50 points keep the
-# recorder's share of a fast run's time within a few per cent at batch 100, the worst case (bench.model)
+# recorder's share of a fast run's time within a few per cent at batch 100, the worst case
 FAST_NORM_POINTS = 50
 
 
-class EpochClock(keras.callbacks.Callback):
-    """Times each epoch's training steps, then (untimed) evaluates on the test set and checks for NaN."""
+def _epoch_clock_class(keras):
+    class EpochClock(keras.callbacks.Callback):
+        """Times each epoch's training steps, then (untimed) evaluates on the test set, checks for NaN and
+        lets the prober look at the weights."""
 
-    def __init__(self, x_test, y_test, sampler: GpuSampler, prober=None):
-        super().__init__()
-        self.x_test, self.y_test, self.sampler, self.prober = x_test, y_test, sampler, prober
-        self.times, self.test_acc, self.test_loss, self.train_loss = [], [], [], []
-        self.diverged = False
-        self._start = None
+        def __init__(self, x_test, y_test, sampler: GpuSampler, prober=None, on_epoch=None):
+            super().__init__()
+            self.x_test, self.y_test, self.sampler, self.prober = x_test, y_test, sampler, prober
+            self.on_epoch = on_epoch
+            self.times, self.test_acc, self.test_loss, self.train_loss = [], [], [], []
+            self.diverged = False
+            self._start = None
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.sampler.start_epoch()
-        self._start = time.perf_counter()
+        def on_epoch_begin(self, epoch, logs=None):
+            self.sampler.start_epoch()
+            self._start = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
-        loss = float(logs["loss"])  # a host read: waits for the device to finish the epoch
-        self.times.append(time.perf_counter() - self._start)
-        self.sampler.end_epoch()
-        self.train_loss.append(loss)
-        if not math.isfinite(loss):
-            self.diverged = True
-            self.model.stop_training = True
-            return
-        result = self.model.evaluate(self.x_test, self.y_test, batch_size=EVAL_BATCH_SIZE, verbose=0,
-                                     return_dict=True)
-        self.test_loss.append(float(result["loss"]))
-        self.test_acc.append(float(result["accuracy"]))
-        if self.prober is not None:
-            self.prober.epoch_end(epoch, to_int(self.model.optimizer.iterations))
+        def on_epoch_end(self, epoch, logs=None):
+            loss = float(logs["loss"])  # a host read: waits for the device to finish the epoch
+            self.times.append(time.perf_counter() - self._start)
+            self.sampler.end_epoch()
+            self.train_loss.append(loss)
+            if self.on_epoch is not None:
+                self.on_epoch(epoch + 1, self.times[-1])
+            if not math.isfinite(loss):
+                self.diverged = True
+                self.model.stop_training = True
+                return
+            result = self.model.evaluate(self.x_test, self.y_test, batch_size=EVAL_BATCH_SIZE, verbose=0,
+                                         return_dict=True)
+            self.test_loss.append(float(result["loss"]))
+            self.test_acc.append(float(result["accuracy"]))
+            if self.prober is not None:
+                self.prober.epoch_end(epoch, backends.current().to_int(self.model.optimizer.iterations))
 
-
-def _median_steady(times: list) -> float | None:
-    """Median epoch time without the first epoch (tracing/compilation); the first if it is all there is."""
-    if not times:
-        return None
-    return statistics.median(times[1:]) if len(times) > 1 else times[0]
-
-
-def _finite(x):
-    return x if x is not None and math.isfinite(x) else None
-
-
-def _updates(optimizer, cfg: RunConfig, epochs_done: int) -> int:
-    """The optimizer's update count; where the backend cannot give it back (Keras' JAX trainer after an
-    interrupted fit), the updates of the epochs that finished."""
-    try:
-        return to_int(optimizer.iterations)
-    except Exception:
-        return epochs_done * cfg.steps_per_epoch
-
-
-def _probes(prober, status, cfg, optimizer, loss_curve, grad_curve) -> dict:
-    """The record's probe fields (bench.curvature); nulls with the reason when there are none."""
-    if prober is None:
-        reason = ("off (--no-probes)" if not cfg.probes else f"the probes need the tensorflow backend, not {BACKEND}")
-        return {"probes": {"enabled": False, "reason": reason}, "full_grad_norm_by_epoch": [],
-                "noise_scale_by_epoch": [], "hessian": None, "plateaus": []}
-    hessian = None
-    if status == "ok":
-        hessian = prober.finish(to_int(optimizer.iterations))
-    return {
-        "probes": {"enabled": True, "reason": None, "probe_size": prober.probe.size, "lanczos_iters": prober.iters,
-                   "seconds": round(prober.seconds, 3)},
-        "full_grad_norm_by_epoch": [e["full_grad_norm"] for e in prober.epochs],
-        "noise_scale_by_epoch": [e["b_simple"] for e in prober.epochs],
-        "hessian": hessian,
-        "plateaus": prober.plateau_records(loss_curve, grad_curve) if status == "ok" else [],
-    }
-
-
-def _repeated(x, y, cfg: RunConfig):
-    """Minibatches of exactly `batch_size` examples, the training set reshuffled at every pass, endlessly."""
-    if BACKEND != "tensorflow":
-        raise RuntimeError("a fixed update budget (the saddle benchmark) needs the tensorflow backend")
-    return (tf.data.Dataset.from_tensor_slices((x, y))
-            .shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
-            .batch(cfg.batch_size, drop_remainder=True).repeat())
+    return EpochClock
 
 
 def compile_args(cfg: RunConfig) -> dict:
@@ -106,180 +70,211 @@ def compile_args(cfg: RunConfig) -> dict:
 
 
 def driver(cfg: RunConfig) -> str:
-    """Who runs the epochs: Keras' `model.fit`, or (fast mode, TensorFlow) `fit_device_loop`."""
-    if cfg.dispatch == "fast" and BACKEND == "tensorflow" and cfg.total_updates is None:
+    """Who runs the epochs: Keras' `model.fit`, or (fast mode, where the backend has one) its device loop."""
+    if cfg.dispatch == "fast" and backends.current().DEVICE_LOOP and cfg.total_updates is None:
         return "device_loop"
     return "keras_fit"
-
-
-def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, callbacks=()) -> None:
-    """`model.fit(x, y, batch_size, epochs, shuffle=True)` with each epoch one XLA-compiled call (TensorFlow).
-
-    The training set is copied to the device once; each epoch draws a fresh permutation on the device
-    and runs the model's own `train_step` (Keras' loss, optimizer and metrics, and the curve recorder)
-    on every batch inside one compiled loop, the last batch partial as in fit. No per-step host work
-    at all: this is `--dispatch fast` on TensorFlow, where Keras' own `steps_per_execution` still pays
-    a data-iterator read and a compiled-function launch per step. Callbacks get fit's epoch hooks
-    (logs with the epoch's loss and metrics); `model.stop_training` ends the run after an epoch.
-    """
-    n = len(x)
-    steps, rest = divmod(n, batch_size)
-    xd, yd = tf.constant(x), tf.constant(y)
-
-    # the data are arguments, not captured constants: a traced function keeps what it captures alive in
-    # TensorFlow's function library, and a sweep's runs would pile up a copy of the training set each
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def epoch(key, xd, yd):
-        def step(index):
-            model.train_step((tf.gather(xd, index), tf.gather(yd, index)))
-
-        order = tf.argsort(tf.random.stateless_uniform([n], seed=key))
-        for i in tf.range(steps):
-            # tf.slice keeps the batch's static shape; a Python slice here would be dynamic, and XLA
-            # would pad every step to the whole training set
-            step(tf.slice(order, [i * batch_size], [batch_size]))
-        if rest:
-            step(order[steps * batch_size:])
-        return model.get_metrics_result()
-
-    hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
-    model.stop_training = False
-    hooks.on_train_begin()
-    for e in range(epochs):
-        model.reset_metrics()
-        hooks.on_epoch_begin(e)
-        logs = epoch(tf.constant([seed, e], tf.int32), xd, yd)
-        hooks.on_epoch_end(e, {k: float(v) for k, v in logs.items()})
-        if model.stop_training:
-            break
-    hooks.on_train_end()
 
 
 def fit_epochs(model, x, y, cfg: RunConfig, callbacks=(), use: str | None = None) -> None:
     """Train `model` (compiled with compile_args(cfg)) on the cell's epochs with the cell's driver, or the
     driver named by `use` (bench.overhead times Keras' own fast flags with use="keras_fit")."""
+    backend = backends.current()
     if (use or driver(cfg)) == "device_loop":
-        fit_device_loop(model, x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed, callbacks=callbacks)
+        backend.fit_device_loop(model, x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
+                                callbacks=callbacks)
     elif cfg.total_updates is None:
         model.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=0, callbacks=list(callbacks))
     else:  # a fixed update budget in equal intervals (the saddle benchmark)
-        model.fit(_repeated(x, y, cfg), epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, verbose=0,
+        model.fit(backend.repeated(x, y, cfg.batch_size, cfg.seed), epochs=cfg.epochs,
+                  steps_per_epoch=cfg.steps_per_epoch, shuffle=False, verbose=0,  # the dataset reshuffles itself
                   callbacks=list(callbacks))
 
 
-def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampler: GpuSampler | None = None,
-        peak: dict | None = None) -> dict:
-    """Train one cell on `data` (a bench.data.Mnist) and return its run record (plain JSON types).
+@dataclass
+class Setup:
+    """Everything a run trains with, built before the clock starts."""
 
-    `peak`: the session's calibration (bench.calibrate), to score the run against the machine's matmul rate.
-    """
+    model: object
+    optimizer: object
+    x_train: object
+    y_train: object
+    learning_rate: float
+    test_size: int
+    recorder: object
+    prober: object
+    clock: object
+    sampler: GpuSampler
+    memory_measured: bool
+
+
+@dataclass
+class Outcome:
+    """How training ended."""
+
+    status: str
+    error: str | None
+    fit_wall_s: float
+    train_eval: dict = field(default_factory=lambda: {"loss": None, "accuracy": None})
+
+
+def prepare(cfg: RunConfig, data, max_curve_points: int, sampler: GpuSampler | None, on_epoch=None) -> Setup:
+    """A fresh seeded model, optimizer, recorder, prober and epoch clock for the cell."""
+    from bench.curvature import PROBE_SIZE, Prober
+
+    backend = backends.current()
+    keras = backend.keras
     keras.backend.clear_session(free_memory=True)
-    measured_memory = reset_peak_host_memory()
+    measured = reset_peak_host_memory()
     keras.utils.set_random_seed(cfg.seed)
     x_train, y_train, x_test, y_test = data.prepared(cfg.train_size)
-
-    # The curve recorder lives in the TensorFlow train step; on JAX the run records no curves.
-    recorder = None
-    if BACKEND == "tensorflow":
-        recorder = CurveRecorder(cfg.expected_updates, max_curve_points,
-                                 norm_points=FAST_NORM_POINTS if cfg.dispatch == "fast" else None)
-    model = build_mlp(cfg.activation, recorder)
+    recorder = backend.curve_recorder(cfg.expected_updates, max_curve_points,
+                                      FAST_NORM_POINTS if cfg.dispatch == "fast" else None)
+    model = backend.build_model(cfg.activation, recorder)
     optimizer = make_optimizer(cfg.optimizer)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"], **compile_args(cfg))
     # read before training: after an interrupted fit, Keras' JAX trainer leaves variables unsynchronised
     learning_rate = float(f"{float(keras.ops.convert_to_numpy(optimizer.learning_rate)):.7g}")
-    sampler = sampler or GpuSampler()
     prober = None
-    if cfg.probes and BACKEND == "tensorflow":
-        from bench.curvature import Prober
+    if cfg.probes:
+        n = min(PROBE_SIZE, len(x_train))
+        probe = backend.probe(model, x_train[:n], y_train[:n])
+        prober = Prober(probe, recorder, seed=cfg.seed) if probe is not None else None
+    sampler = sampler or GpuSampler()
+    clock = _epoch_clock_class(keras)(x_test, y_test, sampler, prober, on_epoch)
+    return Setup(model, optimizer, x_train, y_train, learning_rate, len(x_test), recorder, prober, clock, sampler,
+                 measured)
 
-        prober = Prober(model, x_train, y_train, recorder, seed=cfg.seed)
-    clock = EpochClock(x_test, y_test, sampler, prober)
 
+def fit_and_classify(cfg: RunConfig, s: Setup) -> Outcome:
+    """Train, and say how it ended: ok, diverged, oom, error (the sweep goes on) or interrupted (Ctrl-C:
+    recorded, then re-raised by the caller to stop the sweep)."""
     status, error = "ok", None
     started = time.perf_counter()
-    with sampler:
+    with s.sampler:
         try:
-            fit_epochs(model, x_train, y_train, cfg, [clock])
+            fit_epochs(s.model, s.x_train, s.y_train, cfg, [s.clock])
         except MemoryError as exc:
             status, error = "oom", f"out of host memory: {exc}"
-        except KeyboardInterrupt:  # recorded, then re-raised by the caller to stop the sweep
+        except KeyboardInterrupt:
             status, error = "interrupted", "interrupted (Ctrl-C / SIGINT) during training"
-        except Exception as exc:  # a TensorFlow/Keras failure of this cell: a result, the sweep goes on
+        except Exception as exc:  # a framework failure of this cell: a result, the sweep goes on
             text = str(getattr(exc, "message", None) or exc).strip()
             message = text.splitlines()[0][:300] if text else ""
-            if is_oom(exc):
+            if backends.current().is_oom(exc):
                 status, error = "oom", f"out of memory: {message}"
             else:
                 status, error = "error", f"{type(exc).__name__}: {message}"
-    fit_wall = time.perf_counter() - started
-    if clock.diverged:
-        status, error = "diverged", f"training loss became {clock.train_loss[-1]} in epoch {len(clock.train_loss)}"
+    outcome = Outcome(status, error, time.perf_counter() - started)
+    if s.clock.diverged:
+        outcome.status = "diverged"
+        outcome.error = f"training loss became {s.clock.train_loss[-1]} in epoch {len(s.clock.train_loss)}"
+    if outcome.status == "ok":
+        outcome.train_eval = s.model.evaluate(s.x_train, s.y_train, batch_size=EVAL_BATCH_SIZE, verbose=0,
+                                              return_dict=True)
+    return outcome
 
-    train_eval = {"loss": None, "accuracy": None}
-    if status == "ok":
-        train_eval = model.evaluate(x_train, y_train, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
-    loss_curve, grad_norm_curve = recorder.curves() if recorder else ([], [])
-    probes = _probes(prober, status, cfg, optimizer, loss_curve, grad_norm_curve)
-    times = clock.times
+
+def _finite(x):
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _median_steady(times: list) -> float | None:
+    """Median epoch time without the first epoch (tracing/compilation); the first if it is all there is."""
+    if not times:
+        return None
+    return statistics.median(times[1:]) if len(times) > 1 else times[0]
+
+
+def timing(cfg: RunConfig, times: list, peak: dict | None) -> dict:
+    """The record's timing and efficiency fields from the epoch times."""
     epoch_time = _median_steady(times)
-    memory = peak_host_memory_mib(since_reset=measured_memory)
     # examples per timed epoch: the training subset, or one interval of a fixed update budget
     examples = cfg.steps_per_epoch * cfg.batch_size if cfg.total_updates else cfg.train_size
-    flops_per_epoch = examples * flops_per_example()
-    achieved = flops_per_epoch / epoch_time / 1e9 if epoch_time else None
+    flops = examples * flops_per_example()
+    achieved = flops / epoch_time / 1e9 if epoch_time else None
     peak_gflops = (peak or {}).get("matmul_gflops")
     return {
-        "schema": SCHEMA,
-        "status": status,
-        "error": error,
-        "profile": cfg.profile,
-        "optimizer": cfg.optimizer,
-        "batch_size": cfg.batch_size,
-        "full_batch": cfg.full_batch,
-        "budget": cfg.budget,
-        "activation": cfg.activation,
-        "dtype": keras.config.floatx(),
-        "seed": cfg.seed,
-        "train_size": cfg.train_size,
-        "test_size": MNIST_TEST_SIZE,
-        "epochs": cfg.epochs,
-        "epochs_done": len(times),
-        "learning_rate": learning_rate,
-        "updates": _updates(optimizer, cfg, len(times)),
-        "steps_per_epoch": cfg.steps_per_epoch,
         "epoch_times_s": [float(t) for t in times],
-        "fit_wall_s": fit_wall,
         "first_epoch_s": float(times[0]) if times else None,
         "epoch_time_s": epoch_time,
         "time_per_update_s": epoch_time / cfg.steps_per_epoch if epoch_time else None,
         "examples_per_s": examples / epoch_time if epoch_time else None,
-        "train_loss": train_eval["loss"] and _finite(float(train_eval["loss"])),
-        "train_accuracy": train_eval["accuracy"] and float(train_eval["accuracy"]),
-        "test_loss": clock.test_loss[-1] if clock.test_loss and status == "ok" else None,
-        "test_accuracy": clock.test_acc[-1] if clock.test_acc and status == "ok" else None,
-        "test_accuracy_by_epoch": clock.test_acc,
-        "train_loss_by_epoch": [_finite(v) for v in clock.train_loss],
-        "loss_curve": [[u, _finite(v)] for u, v in loss_curve],
-        "grad_norm_curve": [[u, _finite(v)] for u, v in grad_norm_curve],
-        "curve_stride": recorder.stride if recorder else None,
-        "grad_norm_stride": recorder.norm_stride if recorder else None,
-        **probes,
-        "flops_per_epoch": flops_per_epoch,
+        "flops_per_epoch": flops,
         "achieved_gflops": round(achieved, 3) if achieved else None,
         "peak_fraction": round(achieved / peak_gflops, 5) if achieved and peak_gflops else None,
-        "host_memory_peak_mib": memory["peak_mib"],
-        "host_memory_source": memory["source"],
-        "diverged": status == "diverged",
-        "gpu": sampler.summary(),
-        "dispatch": {
-            "backend": keras.backend.backend(),
-            "device": "GPU" if gpu_devices() else "CPU",
-            "mode": cfg.dispatch,
-            "driver": driver(cfg),
-            "jit_compile": bool(model.jit_compile),
-            "steps_per_execution": int(model.steps_per_execution),
-            "op_determinism": determinism(),
-            "threads": threads(),
-        },
     }
+
+
+def probes(cfg: RunConfig, s: Setup, status: str, loss_curve: list, grad_curve: list) -> dict:
+    """The record's probe fields (bench.curvature); empty, with the reason, where there are none."""
+    backend = backends.current()
+    if s.prober is None:
+        reason = "off (--no-probes)" if not cfg.probes else backend.NO_PROBES
+        return {"probes": Probes(enabled=False, reason=reason, requested=cfg.probes), "full_grad_norm_by_epoch": [],
+                "noise_scale_by_epoch": [], "hessian": None, "plateaus": []}
+    p = s.prober
+    ok = status == "ok"
+    hessian = Hessian(**p.finish(backend.to_int(s.optimizer.iterations))) if ok else None
+    return {
+        "probes": Probes(enabled=True, reason=None, requested=True, probe_size=p.probe.size, lanczos_iters=p.iters,
+                         seconds=round(p.seconds, 3)),
+        "full_grad_norm_by_epoch": [e["full_grad_norm"] for e in p.epochs],
+        "noise_scale_by_epoch": [e["b_simple"] for e in p.epochs],
+        "hessian": hessian,
+        "plateaus": [Plateau(**x) for x in p.plateau_records(loss_curve, grad_curve)] if ok else [],
+    }
+
+
+def _updates(cfg: RunConfig, s: Setup) -> int:
+    """The optimizer's update count; where the backend cannot give it back (Keras' JAX trainer after an
+    interrupted fit), the updates of the epochs that finished."""
+    try:
+        return backends.current().to_int(s.optimizer.iterations)
+    except Exception:
+        return len(s.clock.times) * cfg.steps_per_epoch
+
+
+def dispatch(cfg: RunConfig, model) -> Dispatch:
+    backend = backends.current()
+    return Dispatch(backend=backend.NAME, device="GPU" if backend.gpu_devices() else "CPU", mode=cfg.dispatch,
+                    driver=driver(cfg), jit_compile=bool(model.jit_compile),
+                    steps_per_execution=int(model.steps_per_execution), op_determinism=backend.determinism(),
+                    threads=backend.threads())
+
+
+def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None) -> Record:
+    ok, clock = out.status == "ok", s.clock
+    loss_curve, grad_curve = s.recorder.curves() if s.recorder else ([], [])
+    memory = peak_host_memory_mib(since_reset=s.memory_measured)
+    return Record(
+        schema=SCHEMA, status=out.status, error=out.error, profile=cfg.profile, optimizer=cfg.optimizer,
+        batch_size=cfg.batch_size, full_batch=cfg.full_batch, budget=cfg.budget, activation=cfg.activation,
+        dtype=backends.current().keras.config.floatx(), seed=cfg.seed, train_size=cfg.train_size,
+        test_size=s.test_size, epochs=cfg.epochs, epochs_done=len(clock.times),
+        learning_rate=s.learning_rate, updates=_updates(cfg, s), steps_per_epoch=cfg.steps_per_epoch,
+        fit_wall_s=out.fit_wall_s, **timing(cfg, clock.times, peak),
+        train_loss=_finite(out.train_eval["loss"] and float(out.train_eval["loss"])),
+        train_accuracy=out.train_eval["accuracy"] and float(out.train_eval["accuracy"]),
+        test_loss=clock.test_loss[-1] if clock.test_loss and ok else None,
+        test_accuracy=clock.test_acc[-1] if clock.test_acc and ok else None,
+        test_accuracy_by_epoch=clock.test_acc, train_loss_by_epoch=[_finite(v) for v in clock.train_loss],
+        loss_curve=[[u, _finite(v)] for u, v in loss_curve], grad_norm_curve=[[u, _finite(v)] for u, v in grad_curve],
+        curve_stride=s.recorder.stride if s.recorder else None,
+        grad_norm_stride=s.recorder.norm_stride if s.recorder else None,
+        **probes(cfg, s, out.status, loss_curve, grad_curve),
+        host_memory_peak_mib=memory["peak_mib"], host_memory_source=memory["source"],
+        diverged=out.status == "diverged", gpu=Gpu(**s.sampler.summary()), dispatch=dispatch(cfg, s.model),
+    )
+
+
+def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampler: GpuSampler | None = None,
+        peak: dict | None = None, on_epoch=None) -> Record:
+    """Train one cell on `data` (a bench.data.Mnist) and return its run record.
+
+    `peak`: the session's calibration (bench.calibrate), to score the run against the machine's matmul rate;
+    `on_epoch(epoch, seconds)`: called after each timed epoch (the plugin's progress lines).
+    """
+    setup = prepare(cfg, data, max_curve_points, sampler, on_epoch)
+    outcome = fit_and_classify(cfg, setup)
+    return build_record(cfg, setup, outcome, peak)

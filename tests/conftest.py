@@ -1,7 +1,6 @@
-"""Fixtures for the fast checks: real MNIST when it can be found, tiny synthetic arrays for plumbing."""
+"""Fixtures for the checks: real MNIST when it can be found."""
 
 import os
-import sys
 
 import pytest
 
@@ -16,15 +15,11 @@ def real_mnist():
         pytest.skip(f"real MNIST not found (set MNIST_NPZ): {exc}")
 
 
-@pytest.fixture
-def run_pytest(tmp_path):
-    """Run `python -m pytest ARGS` in the project root; returns the CompletedProcess."""
-    import subprocess
+@pytest.fixture(scope="session")
+def small_mnist(real_mnist):
+    """Real MNIST with its first 1,000 test images: the evaluation after every epoch costs a tenth, for checks
+    that do not read accuracy to three digits."""
+    from bench.data import Mnist
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-    def _run(*args, timeout=900):
-        return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-                              cwd=root, capture_output=True, text=True, timeout=timeout)
-
-    return _run
+    m = real_mnist
+    return Mnist(m.x_train, m.y_train, m.x_test[:1000], m.y_test[:1000], m.source)

@@ -1,76 +1,73 @@
-"""The same benchmark on Keras' JAX backend (`KERAS_BACKEND=jax`), as used on GPU machines that have JAX but
-no TensorFlow: a real smoke sweep on real MNIST, its records and machine identity, and the options JAX
-cannot honour refused as usage errors."""
+"""The same benchmark on Keras' JAX backend (`KERAS_BACKEND=jax`), as used on GPU machines that have JAX but no
+TensorFlow: a real smoke sweep on real MNIST, its records and machine identity, and the options JAX cannot
+honour refused as usage errors."""
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
-from .test_train import RECORD_KEYS, plain_types
+from bench import grid
+
+from .helpers import follows_contract, run, sweep_cmd
 
 pytest.importorskip("jax", reason="JAX not installed (pip install -e '.[dev]' brings it)")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def bench(*args, tmp_path, timeout=900):
-    env = dict(os.environ, KERAS_BACKEND="jax")
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "bench", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+JAX = {"KERAS_BACKEND": "jax"}
 
 
 @pytest.fixture(scope="module")
 def jax_run(tmp_path_factory, real_mnist):
     out = tmp_path_factory.mktemp("jax")
-    proc = bench("--bench-profile", "smoke", "--optimizers", "sgd,adam", "--batch-sizes", "10,full",
-                 "--mnist", real_mnist.source, "--benchmark-json", str(out / "jax.json"),
-                 "--bench-store", str(out / "runs.jsonl"), tmp_path=out)
+    proc = run(sweep_cmd("--bench-profile", "smoke", "--optimizers", "sgd,adam", "--batch-sizes", "10,full",
+                         "--benchmark-json", str(out / "jax.json"), store=out / "runs.jsonl", mnist=real_mnist),
+               env=JAX)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "jax.json").read_text()), out
 
 
+@pytest.mark.slow
 def test_jax_records_follow_the_contract(jax_run):
     doc, out = jax_run
-    recs = {(b["extra_info"]["optimizer"], b["extra_info"]["batch_size"]): b["extra_info"] for b in doc["benchmarks"]}
-    assert set(recs) == {("sgd", 10), ("sgd", 1000), ("adam", 10), ("adam", 1000)}
-    for rec in recs.values():
-        assert rec["status"] == "ok", rec["error"]
-        for key, kind in RECORD_KEYS.items():
-            if key not in ("loss_curve", "grad_norm_curve", "curve_stride", "grad_norm_stride"):
-                assert isinstance(rec[key], kind), key
-        assert plain_types(rec)
-        assert rec["updates"] == 2 * -(-1000 // rec["batch_size"])
-        assert rec["dispatch"]["backend"] == "jax" and rec["dispatch"]["jit_compile"] is True
-        assert rec["dispatch"]["threads"] is None and rec["dispatch"]["device"] == "CPU"
+    cells = grid.parse_sweep("smoke", optimizers="sgd,adam", batch_sizes="10,full").cells()
+    recs = {b["name"]: follows_contract(b["extra_info"]) for b in doc["benchmarks"]}
+    assert set(recs) == {f"test_train[{c.test_id}]" for c in cells}
+    for cell in cells:
+        rec = recs[f"test_train[{cell.test_id}]"]
+        assert rec.status == "ok", rec.error
+        assert rec.updates == cell.expected_updates
+        assert rec.dispatch.backend == "jax" and rec.dispatch.jit_compile is True and rec.dispatch.driver == "keras_fit"
+        assert rec.dispatch.threads is None and rec.dispatch.device == "CPU"
         # the curve recorder is part of the TensorFlow train step: on JAX no curves, and the record says so
-        assert rec["loss_curve"] == [] and rec["grad_norm_curve"] == [] and rec["curve_stride"] is None
-        assert rec["grad_norm_stride"] is None and rec["dispatch"]["driver"] == "keras_fit"
-    assert recs[("adam", 10)]["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
-    assert len((out / "runs.jsonl").read_text().splitlines()) == 4
+        assert rec.loss_curve == [] and rec.curve_stride is None and rec.grad_norm_stride is None
+        assert rec.probes.enabled is False and rec.probes.requested is True and "tensorflow" in rec.probes.reason
+    assert recs["test_train[adam-bs10-seed0]"].test_accuracy > 0.5  # 10 classes: chance is 0.1
+    assert len((out / "runs.jsonl").read_text().splitlines()) == len(cells)
 
 
-def test_jax_machine_identity(jax_run):
-    info = jax_run[0]["machine_info"]
+@pytest.mark.slow
+def test_jax_machine_identity_and_report(jax_run, tmp_path):
+    doc, out = jax_run
+    info = doc["machine_info"]
     assert info["keras_backend"] == "jax" and isinstance(info["jax"], str) and info["tensorflow"] is None
     assert info["backend_gpus"] == [] or info["gpu"]["available"]
-
-
-def test_jax_results_feed_the_report(jax_run, tmp_path):
-    _, out = jax_run
-    proc = subprocess.run([sys.executable, "-m", "analysis", "report", str(out / "jax.json"), "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run([sys.executable, "-m", "analysis", "report", str(out / "jax.json"), "--out", str(tmp_path)])
     assert proc.returncode == 0, proc.stderr
     assert "jax" in (tmp_path / "REPORT.md").read_text()
 
 
-@pytest.mark.parametrize("option,says", [
-    (["--threads", "1"], "--threads needs the tensorflow backend"),
-    (["--deterministic"], "--deterministic needs the tensorflow backend"),
-])
-def test_options_jax_cannot_honour_are_usage_errors(real_mnist, tmp_path, option, says):
-    proc = bench("--bench-profile", "smoke", "--optimizers", "sgd", "--batch-sizes", "100",
-                 "--mnist", real_mnist.source, *option, tmp_path=tmp_path, timeout=300)
+def test_options_jax_cannot_honour_are_usage_errors():
+    proc = run(sweep_cmd("--collect-only", "-q", "--bench-profile", "smoke", "--threads", "1"), env=JAX, timeout=300)
     assert proc.returncode == 4
-    assert says in proc.stderr and proc.stderr.strip().count("\n") == 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and "--threads needs the tensorflow backend" in errors[0], proc.stderr
+
+
+def test_the_jax_backend_says_what_it_cannot_do():
+    from bench.backends import Unsupported
+    from bench.backends import jax as backend
+
+    with pytest.raises(Unsupported, match="--deterministic needs the tensorflow backend"):
+        backend.enable_determinism()
+    with pytest.raises(Unsupported, match="--threads needs the tensorflow backend"):
+        backend.set_threads(2)
+    assert backend.NO_PROBES and backend.NO_CURVES and backend.threads() is None

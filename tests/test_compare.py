@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
@@ -16,8 +15,9 @@ from analysis import metrics
 from analysis.cli import COMPARE_FIGURES, compare_figures
 from analysis.load import LoadError, load_runs
 
-ROOT = Path(__file__).resolve().parent.parent
-MACHINES = ROOT / "reports" / "machines"
+from .helpers import REPORTS, ROOT
+
+MACHINES = REPORTS / "machines"
 TWO, ONE, H200 = MACHINES / "2threads.json", MACHINES / "1thread.json", MACHINES / "H200-jax-quick.json"
 
 
@@ -37,14 +37,14 @@ def test_matches_every_cell_of_two_machines_with_the_same_protocol(threads):
     assert threads.machines == ["EPYC-2c-2threads", "EPYC-2c-1thread"] and threads.baseline == "EPYC-2c-2threads"
     assert not threads.ignored and not threads.unmatched
     t = threads.table
-    assert len(t) == 2 * 7 * 4  # two machines x 7 optimizers x batch 1, 10, 100, 1000 (smoke)
+    assert len(t) == len(epoch_times(TWO)) + len(epoch_times(ONE))  # every cell of both machines
     assert set(t["profile"]) == {"smoke"} and set(t["dispatch.backend"]) == {"tensorflow"}
 
 
 def test_speed_ratio_is_baseline_epoch_time_over_the_machines(threads):
     two, one = epoch_times(TWO), epoch_times(ONE)
     other = threads.table[threads.table["machine"] == "EPYC-2c-1thread"]
-    assert len(other) == len(one) == 28
+    assert len(other) == len(one)
     for _, r in other.iterrows():
         cell = (r["optimizer"], r["batch_size"])
         assert r["epoch_time_s"] == pytest.approx(one[cell])
@@ -123,6 +123,7 @@ def test_one_machine_and_unknown_baseline_are_errors():
         C.compare(load_runs([TWO, ONE]), baseline="A100")
 
 
+@pytest.mark.slow
 def test_cli_prints_the_ratio_table_and_writes_report(tmp_path):
     out = tmp_path / "cmp"
     proc = subprocess.run([sys.executable, "-m", "analysis", "compare", str(TWO), str(ONE), "--out", str(out)],
@@ -138,12 +139,13 @@ def test_cli_prints_the_ratio_table_and_writes_report(tmp_path):
         assert {f"cmp{i}_{key}.png", f"cmp{i}_{key}.svg"} <= names
     md = (out / "COMPARE.md").read_text()
     assert f"{ratio:.2f}x" in md and "cmp3_speedup.png" in md
-    assert len((out / "compare.csv").read_text().splitlines()) == 1 + 56
+    assert len((out / "compare.csv").read_text().splitlines()) == 1 + len(epoch_times(TWO)) + len(epoch_times(ONE))
 
 
-def test_cli_refuses_mismatch_with_one_line_and_status_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "analysis", "compare", str(TWO), str(H200), "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and "protocols differ" in proc.stderr and "--allow-mismatch" in proc.stderr
-    assert not any(tmp_path.iterdir())
+def test_cli_refuses_mismatch_with_one_line_and_status_2(tmp_path, capsys):
+    from analysis.cli import main
+
+    assert main(["compare", str(TWO), str(H200), "--out", str(tmp_path / "out")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "protocols differ" in err and "--allow-mismatch" in err
+    assert not (tmp_path / "out").exists()

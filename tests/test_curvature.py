@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 
 from bench import curvature, grid, train
-from bench.backend import keras, tf
+from bench.backends import current
 
-from .test_train import cfg, plain_types
+from .helpers import ROOT, cfg, plain_types, run, sweep_cmd
+
+keras = current().keras
+tf = pytest.importorskip("tensorflow")
+
+
+def probe_of(model, x, y):
+    return current().probe(model, x, y)
 
 
 def tiny_model(seed=0):
@@ -41,7 +48,7 @@ def exact_hessian(model, x, y) -> np.ndarray:
 
 def test_hvp_equals_the_exact_hessian_on_a_tiny_network():
     model, (x, y) = tiny_model(), tiny_data()
-    probe = curvature.Probe(model, x, y)
+    probe = probe_of(model, x, y)
     assert probe.dim == 4 * 3 + 3 + 3 * 2 + 2
     h = exact_hessian(model, x, y)
     assert np.allclose(h, h.T, atol=1e-5)
@@ -51,13 +58,13 @@ def test_hvp_equals_the_exact_hessian_on_a_tiny_network():
         assert np.allclose(probe.hvp(v), h @ v, rtol=1e-4, atol=1e-5)
 
 
-def test_hvp_matches_finite_differences_on_the_real_mlp(real_mnist):
+def test_hvp_matches_finite_differences_on_the_real_mlp(small_mnist):
     from bench.model import build_mlp
 
     keras.utils.set_random_seed(0)
     model = build_mlp("sigmoid", cls=keras.Sequential)
-    x, y, _, _ = real_mnist.prepared(1000)
-    probe = curvature.Probe(model, x[:256], y[:256])
+    x, y, _, _ = small_mnist.prepared(1000)
+    probe = probe_of(model, x[:256], y[:256])
     assert probe.dim == 784 * 500 + 500 + 500 * 500 + 500 + 500 * 10 + 10
     v = np.random.default_rng(0).standard_normal(probe.dim)
     v /= np.linalg.norm(v)
@@ -65,7 +72,7 @@ def test_hvp_matches_finite_differences_on_the_real_mlp(real_mnist):
     eps = 1e-2
 
     def grad_at(sign):
-        for var, w, dv in zip(probe.variables, w0, probe._split(sign * eps * v)):
+        for var, w, dv in zip(probe.variables, w0, probe.split(sign * eps * v)):
             var.assign(w + dv.numpy())
         return probe.loss_and_grad()[1]
 
@@ -77,13 +84,12 @@ def test_hvp_matches_finite_differences_on_the_real_mlp(real_mnist):
     assert cos > 0.999 and np.linalg.norm(fd) / np.linalg.norm(hv) == pytest.approx(1.0, rel=0.01)
 
 
-def test_gradient_norm_reduced_on_the_device_matches_the_host_gradient(real_mnist):
-    from bench.backend import keras
+def test_gradient_norm_reduced_on_the_device_matches_the_host_gradient(small_mnist):
     from bench.model import build_mlp
 
     keras.utils.set_random_seed(0)
-    x, y, _, _ = real_mnist.prepared(300)
-    probe = curvature.Probe(build_mlp("relu", cls=keras.Sequential), x, y)
+    x, y, _, _ = small_mnist.prepared(300)
+    probe = probe_of(build_mlp("relu", cls=keras.Sequential), x, y)
     _, g = probe.loss_and_grad()
     assert probe.grad_norm_sq() == pytest.approx(float(g @ g), rel=1e-5) and g @ g > 0
     _, g10 = probe.loss_and_grad(x[:10], y[:10])
@@ -93,7 +99,7 @@ def test_gradient_norm_reduced_on_the_device_matches_the_host_gradient(real_mnis
 def test_numpy_blas_is_held_to_one_thread_so_probes_leave_the_cores_to_training():
     from threadpoolctl import threadpool_info
 
-    import bench.backend  # noqa: F401  (the limit is set on import)
+    current()  # the limit is set when the backend is first loaded
 
     # NumPy's own BLAS, the one the probes' vector algebra runs on (SciPy, loaded later by the analysis
     # libraries, brings another that bench never calls)
@@ -113,7 +119,7 @@ def test_lanczos_finds_the_spectrum_of_an_explicit_matrix():
 
 def test_lanczos_on_the_tiny_network_matches_eigvalsh():
     model, (x, y) = tiny_model(2), tiny_data(seed=2)
-    probe = curvature.Probe(model, x, y)
+    probe = probe_of(model, x, y)
     exact = np.linalg.eigvalsh(exact_hessian(model, x, y))
     h = curvature.hessian_extremes(probe, iters=probe.dim)
     assert h["lambda_max"] == pytest.approx(exact[-1], rel=1e-3)
@@ -168,73 +174,60 @@ def test_saddle_or_minimum_by_the_sign_of_lambda_min():
 
 
 @pytest.fixture(scope="module")
-def probed(real_mnist):
-    return train.run(cfg("sgd", 100, 1000, 2), real_mnist)
+def probed(small_mnist):
+    return train.run(cfg("sgd", 100, 1000, 2), small_mnist)
 
 
 def test_run_records_carry_the_probes(probed):
     r = probed
-    assert r["probes"]["enabled"] is True and r["probes"]["probe_size"] == 1000
-    assert r["probes"]["lanczos_iters"] == curvature.LANCZOS_ITERS and r["probes"]["seconds"] > 0
-    assert len(r["full_grad_norm_by_epoch"]) == 2 and all(g > 0 for g in r["full_grad_norm_by_epoch"])
-    assert len(r["noise_scale_by_epoch"]) == 2
-    h = r["hessian"]
-    assert h["update"] == r["updates"] and h["lambda_max"] > 0 and h["lambda_min"] <= h["lambda_max"]
-    assert isinstance(r["plateaus"], list) and plain_types(r)
+    assert r.probes.enabled is True and r.probes.probe_size == 1000
+    assert r.probes.lanczos_iters == curvature.LANCZOS_ITERS and r.probes.seconds > 0
+    assert len(r.full_grad_norm_by_epoch) == 2 and all(g > 0 for g in r.full_grad_norm_by_epoch)
+    assert len(r.noise_scale_by_epoch) == 2
+    h = r.hessian
+    assert h.update == r.updates and h.lambda_max > 0 and h.lambda_min <= h.lambda_max
+    assert isinstance(r.plateaus, list) and plain_types(r.to_dict())
 
 
-def test_full_batch_sgd_on_the_initial_plateau_is_probed_and_classified(real_mnist):
+@pytest.mark.slow
+def test_full_batch_sgd_on_the_initial_plateau_is_probed_and_classified(small_mnist):
     """The lecture's setting in miniature: plain SGD, the full batch, sigmoid units, stuck near ln 10."""
-    r = train.run(grid.RunConfig("smoke", "sgd", 1000, True, "sigmoid", 0, 1000, 30), real_mnist)
-    assert r["status"] == "ok" and r["updates"] == 30
-    assert r["train_loss"] == pytest.approx(math.log(10), rel=0.05)
-    assert r["plateaus"], "a 30-update full-batch run at the initial loss is one long plateau"
-    p = r["plateaus"][0]
-    assert set(p) == {"start_update", "end_update", "loss", "grad_norm", "full_grad_norm", "lambda_min",
-                      "lambda_max", "probe_update", "kind"}
-    assert p["lambda_max"] > 0 and p["kind"] in ("saddle", "minimum", "slope")
-    assert p["start_update"] <= p["probe_update"] <= p["end_update"] + 1
+    r = train.run(grid.RunConfig("smoke", "sgd", 1000, True, "sigmoid", 0, 1000, 30), small_mnist)
+    assert r.status == "ok" and r.updates == 30
+    assert r.train_loss == pytest.approx(math.log(10), rel=0.05)
+    assert r.plateaus, "a 30-update full-batch run at the initial loss is one long plateau"
+    p = r.plateaus[0]
+    assert p.lambda_max > 0 and p.kind in ("saddle", "minimum", "slope")
+    assert p.start_update <= p.probe_update <= p.end_update + 1
 
 
-def test_probes_can_be_turned_off(real_mnist):
-    r = train.run(grid.RunConfig("smoke", "sgd", 500, False, "sigmoid", 0, 1000, 2, probes=False), real_mnist)
-    assert r["probes"] == {"enabled": False, "reason": "off (--no-probes)"}
-    assert r["hessian"] is None and r["plateaus"] == [] and r["full_grad_norm_by_epoch"] == []
+def test_probes_can_be_turned_off(small_mnist):
+    r = train.run(grid.RunConfig("smoke", "sgd", 500, False, "sigmoid", 0, 1000, 2, probes=False), small_mnist)
+    assert (r.probes.enabled, r.probes.requested, r.probes.reason) == (False, False, "off (--no-probes)")
+    assert r.hessian is None and r.plateaus == [] and r.full_grad_norm_by_epoch == []
 
 
+@pytest.mark.slow
 def test_saddle_benchmark_smoke_end_to_end(real_mnist, tmp_path):
-    """`pytest bench/test_saddle.py --saddle-profile smoke`: every cell runs and is probed, `pytest bench`
-    does not collect it, and the report draws the saddle figure and states the finding from its records."""
+    """`pytest bench --experiment saddle --saddle-profile smoke`: every cell runs and is probed, and the report
+    draws the saddle figure and states the finding from its records."""
     import json
-    import os
-    import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "saddle.json"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "bench/test_saddle.py",
-                           "--saddle-profile", "smoke", "--mnist", real_mnist.source, "--benchmark-json", str(out),
-                           "--bench-store", str(tmp_path / "runs.jsonl")],
-                          cwd=root, capture_output=True, text=True, timeout=900)
+    proc = run(sweep_cmd("-q", "--experiment", "saddle", "--saddle-profile", "smoke", "--benchmark-json", str(out),
+                         store=tmp_path / "runs.jsonl", mnist=real_mnist))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    recs = [b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]]
-    assert len(recs) == 6  # batch 1, 10, full (200) x same epochs, same updates
-    for r in recs:
+    cells = grid.saddle_cells("smoke")
+    recs = {b["name"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
+    assert set(recs) == {f"test_saddle[{c.test_id}]" for c in cells}
+    for c in cells:
+        r = recs[f"test_saddle[{c.test_id}]"]
         assert r["status"] == "ok" and r["probes"]["enabled"] and r["hessian"]["lambda_max"] > 0
-        if r["budget"] == "updates":
-            assert r["updates"] == 100
-        else:
-            assert r["updates"] == 2 * -(-200 // r["batch_size"])
+        assert r["updates"] == c.expected_updates and r["budget"] == c.budget
         assert len(r["full_grad_norm_by_epoch"]) == r["epochs"]
-    assert {(r["batch_size"], r["budget"]) for r in recs} == {(b, k) for b in (1, 10, 200) for k in ("epochs", "updates")}
 
-    collected = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "bench", "--collect-only",
-                                "-q", "--bench-profile", "smoke", "--mnist", real_mnist.source],
-                               cwd=root, capture_output=True, text=True, timeout=300)
-    assert "test_saddle" not in collected.stdout and "28 tests collected" in collected.stdout
-
-    rep = subprocess.run([sys.executable, "-m", "analysis", "report", str(out), "--out", str(tmp_path / "rep")],
-                         cwd=root, capture_output=True, text=True, timeout=300)
+    rep = run([sys.executable, "-m", "analysis", "report", str(out), "--out", str(tmp_path / "rep")])
     assert rep.returncode == 0, rep.stderr
     text = (tmp_path / "rep" / "REPORT.md").read_text()
     assert "Same epochs:" in text and "Same updates:" in text and "batch full" in text
@@ -245,7 +238,6 @@ def test_report_states_the_committed_saddle_benchmark_from_its_records():
     """reports/saddle/saddle.json (the real saddle benchmark on this CPU): figure 4 and its text come from it."""
     import json
     import statistics
-    from pathlib import Path
 
     import matplotlib.pyplot as plt
 
@@ -253,10 +245,10 @@ def test_report_states_the_committed_saddle_benchmark_from_its_records():
     from analysis.cli import build
     from analysis.load import load_runs
 
-    path = Path(__file__).resolve().parent.parent / "reports" / "saddle" / "saddle.json"
+    path = ROOT / "reports" / "saddle" / "saddle.json"
     recs = [b["extra_info"] for b in json.loads(path.read_text())["benchmarks"]]
-    runs, summary, _, figs = build(load_runs([path]))
-    assert summary is None and len(runs) == len(recs) == 24  # 4 batch sizes x 2 budgets x 3 seeds
+    found, figs = build(load_runs([path]))
+    assert found.summary is None and len(found.runs) == len(recs)
     fig = figs["saddle"]
     try:
         kinds = [p["kind"] for r in recs for p in r["plateaus"] if p["kind"]]
@@ -267,6 +259,6 @@ def test_report_states_the_committed_saddle_benchmark_from_its_records():
         assert any(math.isclose(statistics.median(full), y, rel_tol=1e-9) for y in plotted)
     finally:
         plt.close(fig)
-    text = report.saddle_findings(runs)
+    text = report.render(found, {"saddle": "fig4_saddle.png"})
     full_loss = statistics.median(r["train_loss"] for r in recs if r["full_batch"] and r["budget"] == "updates")
     assert f"the full batch ends at training loss {full_loss:.3f}" in text

@@ -68,8 +68,9 @@ def test_env_var_is_used(tmp_path, monkeypatch):
 
 
 def test_offline_without_file_names_env_var_and_cache(tmp_path, monkeypatch):
-    from bench.backend import keras
+    from bench.backends import current
 
+    keras = current().keras
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
 

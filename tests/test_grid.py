@@ -1,7 +1,5 @@
 """Option parsing: the grid each profile declares, every override, and the one-line errors for bad values."""
 
-import dataclasses
-
 import pytest
 
 from bench import grid
@@ -56,7 +54,9 @@ def test_threads():
 
 
 def test_all_optimizers_come_from_keras_without_wrappers():
-    names = grid.parse_optimizers("all")
+    from bench.backends import optimizer_names
+
+    names = grid.parse_optimizers("all", optimizer_names)
     assert names[:7] == grid.LECTURE_OPTIMIZERS
     assert "adamw" in names and "lion" in names
     assert "lossscaleoptimizer" not in names and "optimizer" not in names
@@ -69,6 +69,7 @@ def test_all_optimizers_come_from_keras_without_wrappers():
     (dict(batch_sizes="1,,10"), "has an empty item"),
     (dict(batch_sizes="20000"), "use 'full'"),
     (dict(optimizers="adamm"), "unknown optimizer 'adamm'; known: lecture, all, adadelta"),
+    (dict(optimizers="adamw"), "unknown optimizer 'adamw'"),  # without discover: only the lecture's seven
     (dict(train_size="0"), "--train-size: 0 is out of range; the train size is 1 to 60,000"),
     (dict(train_size="60001"), "--train-size: 60001 is out of range"),
     (dict(epochs="0"), "--epochs: 0 is out of range"),
@@ -78,22 +79,21 @@ def test_all_optimizers_come_from_keras_without_wrappers():
     (dict(dispatch="turbo"), "--dispatch: unknown mode 'turbo'; choose one of default, fast"),
 ])
 def test_bad_values_are_one_line_errors(kwargs, message):
+    from bench.backends import optimizer_names
+
+    discover = None if kwargs.get("optimizers") == "adamw" else optimizer_names
     with pytest.raises(grid.BadOption) as info:
-        grid.parse_sweep(**kwargs)
+        grid.parse_sweep(**kwargs, discover=discover)
     text = str(info.value)
     assert message in text
     assert "\n" not in text
 
 
-def test_dispatch_mode_is_part_of_every_cell_and_of_the_resume_key():
-    from bench import store
-
+def test_dispatch_mode_is_part_of_every_cell():
     assert grid.parse_sweep("smoke").dispatch == "default"
-    fast = grid.parse_sweep("smoke", dispatch="fast")
-    assert {c.dispatch for c in fast.cells()} == {"fast"}
-    a, b = grid.parse_sweep("smoke").cells()[0], fast.cells()[0]
-    # resume compares a cell (dispatch: the mode) with stored records (dispatch: {"mode": ..., ...})
-    as_record = lambda c: dict(dataclasses.asdict(c), dispatch={"mode": c.dispatch, "backend": "x"})  # noqa: E731
-    assert store.cell_key(dataclasses.asdict(a), "m") == store.cell_key(as_record(a), "m")
-    assert store.cell_key(dataclasses.asdict(b), "m") == store.cell_key(as_record(b), "m")
-    assert store.cell_key(dataclasses.asdict(a), "m") != store.cell_key(dataclasses.asdict(b), "m")
+    assert {c.dispatch for c in grid.parse_sweep("smoke", dispatch="fast").cells()} == {"fast"}
+
+
+def test_cells_carry_their_benchmark_params():
+    cell = grid.parse_sweep("smoke", batch_sizes="full", train_size="300").cells()[0]
+    assert cell.params == {"optimizer": "sgd", "batch_size": "full", "seed": 0} and cell.batch_size == 300

@@ -1,0 +1,405 @@
+"""Findings, computed once: the tidy runs table in, one typed object out (ratios, knees, verdicts, peaks). The
+figures draw the data and take their titles from here; REPORT.md only renders these values."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis import metrics
+
+LECTURE_SPEEDUP = 166 / 17  # the lecture's GTX 980: 166 s and 17 s per 50,000-example epoch at batch 1 and 10
+CHANCE_LOSS = math.log(10)  # the cross-entropy of a uniform guess over 10 classes
+
+
+@dataclass
+class Skipped:
+    """A figure or finding that cannot be made from these files, and why."""
+
+    reason: str
+
+
+def _label(b) -> str:
+    return "full" if b == "full" else f"{b:,}"
+
+
+@dataclass
+class EpochTime:
+    """Figure 1: epoch time against batch size."""
+
+    speedup_bs10: float  # median over optimizers of epoch time at batch 1 / at batch 10
+    speedups: dict  # batch label -> median speed-up over batch 1, in batch-size order
+
+    def title(self) -> str:
+        finding = (f"An epoch at batch 10 is {self.speedup_bs10:.1f}x faster than at batch 1 here"
+                   if not math.isnan(self.speedup_bs10) else "Epoch time vs batch size")
+        return f"{finding} (lecture's GTX 980: {LECTURE_SPEEDUP:.1f}x)"
+
+
+@dataclass
+class NoiseScale:
+    """The gradient noise scale B_simple the probes measured."""
+
+    where: str
+    first: float
+    last: float
+    low: float
+    high: float
+
+
+@dataclass
+class TimePerUpdate:
+    """Figure 2: time per update against batch size, knees."""
+
+    cost_bs10: float  # median over optimizers: time per update at batch 10 / at batch 1
+    cost_bs100: float
+    knees: list  # [(optimizer, knee batch size)] for optimizers with a knee
+    common_knee: int | None  # the most common knee
+    noise: NoiseScale | None = None
+
+    @property
+    def claim1_holds(self) -> bool:
+        return self.cost_bs10 < 1.5
+
+    def title(self) -> str:
+        parts = []
+        if not math.isnan(self.cost_bs10):
+            parts.append(f"One update at batch 10 costs {self.cost_bs10:.2f}x one at batch 1")
+        parts.append(f"knee at batch {self.common_knee:,}" if self.common_knee is not None else "no knee within the grid")
+        return "; ".join(parts)
+
+
+@dataclass
+class SpeedStability:
+    """Figure 3: training time against final test accuracy."""
+
+    best_optimizer: str
+    best_batch: str
+    best_accuracy: float
+    best_train_time_s: float
+    cells: int
+    reached: int
+    fastest: tuple | None  # (optimizer, batch label, seconds) to the target
+    targets: str  # "quick 0.90, ..."
+    max_seeds: int
+    max_spread: float
+
+    def title(self) -> str:
+        return (f"Best: {self.best_optimizer} at batch {self.best_batch} "
+                f"({self.best_accuracy:.3f} in {self.best_train_time_s:.0f} s); labels = batch size")
+
+
+@dataclass
+class GridSaddle:
+    """Section 4 without the saddle benchmark: the grid's SGD runs after the same number of epochs."""
+
+    optimizer: str
+    final_loss: dict  # batch label -> median final training loss
+    final_accuracy: dict
+    stuck: list  # batch labels that ended within 5 % of ln 10
+    has_plateau_records: bool
+
+
+@dataclass
+class SaddleCurves:
+    """Figure 4 drawn from the grid's curves: one seed per batch size."""
+
+    optimizer: str
+    first: tuple  # (batch label, final training loss)
+    last: tuple
+
+    def title(self) -> str:
+        return (f"{self.optimizer}: final training loss {self.first[1]:.2f} at batch {self.first[0]} vs "
+                f"{self.last[1]:.2f} at batch {self.last[0]}\nshaded: plateaus the runs recorded (loss flat within 1%)")
+
+
+@dataclass
+class SaddleBenchmark:
+    """Figure 4 and section 4 from the saddle benchmark's records."""
+
+    profile: str
+    train_size: int
+    seeds: int
+    kind_counts: dict  # kind -> number of probed plateaus
+    text: str  # the section's paragraphs
+
+    def title(self) -> str:
+        total = sum(self.kind_counts.values())
+        counts = ", ".join(f"{n} {k}" for k, n in self.kind_counts.items())
+        return (f"Saddle benchmark ({self.profile}, {self.train_size:,} examples, {self.seeds} seed(s)): "
+                f"{total} probed plateaus" + (f" — {counts}" if counts else ""))
+
+
+@dataclass
+class LearningCurves:
+    """Figure 5: test accuracy per epoch."""
+
+    final_by_batch: dict  # batch label -> mean final test accuracy over optimizers, in batch-size order
+
+    def title(self) -> str:
+        by_mean = pd.Series(self.final_by_batch).sort_index()  # as groupby orders labels
+        return (f"Test accuracy by epoch: batch {by_mean.idxmax()} ends highest ({by_mean.max():.3f} mean over "
+                f"optimizers), batch {by_mean.idxmin()} lowest ({by_mean.min():.3f})")
+
+
+@dataclass
+class GpuUsage:
+    """Figure 6: GPU utilisation and power."""
+
+    busiest_batch: str
+    busiest_util_pct: float
+
+    def title(self) -> str:
+        return f"GPU busiest at batch {self.busiest_batch} ({self.busiest_util_pct:.0f}% utilisation)"
+
+
+@dataclass
+class Machines:
+    """Figure 7: each machine's epoch time relative to the first."""
+
+    baseline: str
+    ratios: dict  # machine -> {batch size: median epoch-time ratio to the baseline}
+
+    def title(self) -> str:
+        other = list(self.ratios)[0]
+        r = self.ratios[other]
+        sizes = sorted(r)
+        return (f"{other}: {r[sizes[0]]:.2g}x the epoch time of {self.baseline} at batch "
+                f"{sizes[0]:,}, {r[sizes[-1]]:.2g}x at {sizes[-1]:,}\n(median over optimizers)")
+
+
+@dataclass
+class Efficiency:
+    """Figure 8: achieved share of the measured matmul peak."""
+
+    peak_gflops: float  # median measured peak over the primary mode's cells
+    pct: dict  # batch size -> median % of peak (the primary mode)
+    memory_mib: dict  # batch size -> max peak host memory
+    gflops: dict  # batch size -> median achieved GFLOP/s
+    pct_by_mode: dict | None  # mode -> {batch size: median %}, when both modes carry a calibration
+    drawn_peak_gflops: float  # the peak over what figure 8 draws (both modes' cells when it draws both)
+
+    def title(self) -> str:
+        if self.pct_by_mode:
+            big = max(b for pct in self.pct_by_mode.values() for b in pct)
+            return (f"At batch {big:,}: {self.pct_by_mode['default'][big]:.0f}% (default) and "
+                    f"{self.pct_by_mode['fast'][big]:.0f}% (fast) of the measured {self.drawn_peak_gflops:.0f} "
+                    "GFLOP/s matmul peak\n(model FLOPs: forward + backward matmuls; median over optimizers)")
+        big, small = max(self.pct), min(self.pct)
+        return (f"{self.pct[big]:.0f}% of the measured {self.peak_gflops:.0f} GFLOP/s matmul peak at batch {big:,} "
+                f"({self.gflops[big]:.0f} GFLOP/s), {self.pct[small]:.2g}% at batch {small:,}\n(model FLOPs: "
+                "forward + backward matmuls; median over optimizers)")
+
+
+@dataclass
+class Dispatch:
+    """Figure 9: default against fast dispatch."""
+
+    ratio: dict  # batch size -> median default / fast time per update
+    ms: dict  # batch size -> (default ms, fast ms)
+    fast_pct: dict  # batch size -> fast's median % of the matmul peak
+    fast_memory_mib: float | None
+
+    def title(self) -> str:
+        sizes = list(self.ratio)
+        return (f"Per-step dispatch: default costs {self.ratio[sizes[0]]:.2g}x fast at batch {sizes[0]:,}, "
+                f"{self.ratio[sizes[-1]]:.2g}x at {sizes[-1]:,}\n(fast = XLA + one call per epoch; "
+                "median over optimizers)")
+
+
+@dataclass
+class Findings:
+    """Everything REPORT.md says and every figure title, from one set of result files."""
+
+    runs: pd.DataFrame  # every run (saddle benchmark's included), with the per-run metrics
+    summary: pd.DataFrame | None  # grid cells of the primary dispatch mode, medians over seeds
+    by_mode: pd.DataFrame | None  # grid cells of every mode
+    knees: pd.DataFrame | None
+    saddle_runs: pd.DataFrame
+    primary_mode: str | None
+    epoch_time: EpochTime | Skipped = None
+    time_per_update: TimePerUpdate | Skipped = None
+    speed_vs_stability: SpeedStability | Skipped = None
+    saddle: object = None  # SaddleBenchmark, (GridSaddle, SaddleCurves | Skipped) or Skipped
+    learning_curves: LearningCurves | Skipped = None
+    gpu: GpuUsage | Skipped = None
+    machines: Machines | Skipped = None
+    efficiency: Efficiency | Skipped = None
+    dispatch: Dispatch | Skipped = None
+    extra: dict = field(default_factory=dict)
+
+
+def _order(summary) -> list:
+    return list(summary.sort_values("batch_size")["batch_label"].unique())
+
+
+def epoch_time(summary) -> EpochTime:
+    sp_all = summary.groupby("batch_label", sort=False)["epoch_speedup_vs_bs1"].median()
+    return EpochTime(metrics.median_at(summary, "epoch_speedup_vs_bs1", 10),
+                     {b: sp_all.get(b) for b in _order(summary)})
+
+
+def noise_scale(runs, saddle) -> NoiseScale | None:
+    source, where = runs, "these runs"
+    if not any(vs for vs in runs["noise_scale_by_epoch"]) and saddle is not None and len(saddle):
+        source, where = saddle[saddle["status"] == "ok"], "the saddle benchmark's runs"
+    series = [[v for v in vs if v is not None] for vs in source["noise_scale_by_epoch"] if vs]
+    series = [vs for vs in series if vs]
+    if not series:
+        return None
+    allv = [v for vs in series for v in vs]
+    return NoiseScale(where, float(np.median([vs[0] for vs in series])), float(np.median([vs[-1] for vs in series])),
+                      float(np.min(allv)), float(np.max(allv)))
+
+
+def time_per_update(summary, knee_table, runs, saddle) -> TimePerUpdate:
+    kn = knee_table.dropna(subset=["knee_batch_size"])
+    common = kn["knee_batch_size"].mode()
+    return TimePerUpdate(metrics.median_at(summary, "update_cost_vs_bs1", 10),
+                         metrics.median_at(summary, "update_cost_vs_bs1", 100),
+                         [(r.optimizer, int(r.knee_batch_size)) for r in kn.itertuples()],
+                         int(common.iloc[0]) if len(common) else None, noise_scale(runs, saddle))
+
+
+def speed_vs_stability(summary) -> SpeedStability:
+    best = summary.loc[summary["test_accuracy"].idxmax()]
+    reached = summary.dropna(subset=["time_to_target_s"])
+    fastest = None
+    if len(reached):
+        f = reached.loc[reached["time_to_target_s"].idxmin()]
+        fastest = (f["optimizer"], f["batch_label"], float(f["time_to_target_s"]))
+    spread = summary["test_accuracy_max"] - summary["test_accuracy_min"]
+    return SpeedStability(best["optimizer"], best["batch_label"], float(best["test_accuracy"]),
+                          float(best["train_time_s"]), len(summary), len(reached), fastest,
+                          ", ".join(f"{p} {metrics.target_for(p):.2f}" for p in summary["profile"].unique()),
+                          int(summary["seeds"].max()), float(spread.max()))
+
+
+def grid_saddle(runs, order) -> GridSaddle:
+    plain = runs[runs["optimizer"] == ("sgd" if "sgd" in set(runs["optimizer"]) else runs["optimizer"].iloc[0])]
+    by_b = plain.groupby("batch_label", sort=False)["train_loss"].median()
+    acc_b = plain.groupby("batch_label", sort=False)["test_accuracy"].median()
+    stuck = [b for b in order if b in by_b.index and abs(by_b[b] - CHANCE_LOSS) / CHANCE_LOSS < 0.05]
+    return GridSaddle(plain["optimizer"].iloc[0], {b: by_b.get(b) for b in order if b in by_b.index},
+                      {b: acc_b.get(b) for b in order if b in by_b.index}, stuck,
+                      bool(runs["plateaus"].map(bool).any()))
+
+
+def saddle_curves(ok) -> SaddleCurves | Skipped:
+    """The runs figure 4 draws from the grid (one seed per batch size) and its title."""
+    with_curves = ok[ok["loss_curve"].map(bool)]
+    if with_curves.empty:
+        return Skipped("no run recorded loss curves (the recorder is part of the TensorFlow train step; runs on "
+                       "the JAX backend record none)")
+    optimizer = "sgd" if "sgd" in set(with_curves["optimizer"]) else with_curves["optimizer"].iloc[0]
+    sel = curve_selection(with_curves, optimizer)
+    final = sel.set_index("batch_label")["train_loss"]
+    return SaddleCurves(optimizer, (final.index[0], final.iloc[0]), (final.index[-1], final.iloc[-1]))
+
+
+def curve_selection(runs, optimizer) -> pd.DataFrame:
+    """One seed per batch size (and machine) of `optimizer`'s runs with curves: what figure 4 draws."""
+    sel = runs[(runs["optimizer"] == optimizer) & runs["loss_curve"].map(bool)].sort_values(["batch_size", "seed"])
+    return sel.drop_duplicates(["machine", "batch_size"])
+
+
+def learning_curves(runs, order) -> LearningCurves:
+    fin = runs.groupby("batch_label", sort=False)["test_accuracy"].mean()
+    return LearningCurves({b: fin.get(b) for b in order if b in fin.index})
+
+
+def gpu(summary, runs) -> GpuUsage | Skipped:
+    data = summary.dropna(subset=["gpu_util_mean_pct"])
+    if data.empty:
+        return Skipped("no run had a GPU (" + "; ".join(sorted(set(runs["gpu.reason"].dropna().astype(str)))) + ")")
+    top = data.loc[data["gpu_util_mean_pct"].idxmax()]
+    return GpuUsage(top["batch_label"], float(top["gpu_util_mean_pct"]))
+
+
+def machines(summary) -> Machines | Skipped:
+    names = [m for m in dict.fromkeys(summary["machine"])]
+    if len(names) < 2:
+        return Skipped("the result files come from one machine")
+    base = summary[summary["machine"] == names[0]].set_index(["optimizer", "batch_size"])["epoch_time_s"]
+    ratios = {}
+    for m in names[1:]:
+        mine = summary[summary["machine"] == m].set_index(["optimizer", "batch_size"])["epoch_time_s"]
+        ratios[m] = (mine / base).dropna().groupby(level="batch_size").median().to_dict()
+    return Machines(names[0], ratios)
+
+
+def efficiency(summary, by_mode) -> Efficiency | Skipped:
+    eff = summary.dropna(subset=["peak_fraction"])
+    if eff.empty:
+        return Skipped("no run carries a peak fraction (result files from before the calibration, or runs made "
+                       "with --no-calibration)")
+    scored = by_mode.dropna(subset=["peak_fraction"])
+    both = {"default", "fast"} <= set(scored["dispatch.mode"])
+    pct_by_mode, drawn = None, eff
+    if both:
+        drawn = scored[scored["dispatch.mode"].isin(["default", "fast"])]
+        pct_by_mode = {m: (g.groupby("batch_size")["peak_fraction"].median() * 100).to_dict()
+                       for m, g in drawn.groupby("dispatch.mode")}
+
+    def peak(d):
+        return float((d["achieved_gflops"] / d["peak_fraction"]).median())
+
+    return Efficiency(peak(eff), (eff.groupby("batch_size")["peak_fraction"].median() * 100).to_dict(),
+                      summary.groupby("batch_size")["host_memory_peak_mib"].max().dropna().to_dict(),
+                      eff.groupby("batch_size")["achieved_gflops"].median().to_dict(), pct_by_mode, peak(drawn))
+
+
+def dispatch(by_mode, primary) -> Dispatch | Skipped:
+    if not {"default", "fast"} <= set(by_mode["dispatch.mode"]):
+        return Skipped(f"all runs used --dispatch {primary}; run the same sweep with --dispatch "
+                       + ("fast" if primary == "default" else "default") + " to compare")
+    wide = by_mode.pivot_table(index=["machine", "optimizer", "batch_size"], columns="dispatch.mode",
+                               values="time_per_update_s", observed=True).dropna()
+    ratio = (wide["default"] / wide["fast"]).groupby(level="batch_size").median()
+    ms = (wide * 1000).groupby(level="batch_size").median()
+    fast = by_mode[by_mode["dispatch.mode"] == "fast"].dropna(subset=["peak_fraction"])
+    pct = (fast.groupby("batch_size")["peak_fraction"].median() * 100).to_dict() if len(fast) else {}
+    memory = float(fast.groupby("batch_size")["host_memory_peak_mib"].max().max()) if len(fast) else None
+    return Dispatch(ratio.to_dict(), {b: (ms.loc[b, "default"], ms.loc[b, "fast"]) for b in ratio.index}, pct, memory)
+
+
+def compute(runs: pd.DataFrame) -> Findings:
+    """All findings of a set of runs (analysis.load.load_runs)."""
+    from analysis import saddle as S
+
+    runs = metrics.add_run_metrics(runs)
+    saddle = runs[runs["budget"].notna()]  # the saddle benchmark's runs: figure 4 and its text only
+    grid_runs = runs[runs["budget"].isna()]
+    if grid_runs.empty:
+        f = Findings(saddle, None, None, None, saddle, None)
+        why = Skipped("the files hold only saddle-benchmark runs (bench/test_saddle.py)")
+        for key in ("epoch_time", "time_per_update", "speed_vs_stability", "learning_curves", "gpu", "machines",
+                    "efficiency", "dispatch"):
+            setattr(f, key, why)
+        f.saddle = S.benchmark_finding(saddle) or why
+        return f
+    # runs of both dispatch modes: figure 9 compares them; the others show one mode (default if present)
+    modes = list(dict.fromkeys(grid_runs["dispatch.mode"]))
+    primary = "default" if "default" in modes else modes[0]
+    by_mode = metrics.cell_summary(grid_runs)
+    mine = grid_runs[grid_runs["dispatch.mode"] == primary]
+    summary = metrics.cell_summary(mine)
+    knee_table = metrics.knees(summary)
+    ok = mine[mine["status"] == "ok"]
+    order = _order(summary)
+    all_runs = pd.concat([grid_runs, saddle]) if len(saddle) else grid_runs
+    f = Findings(all_runs, summary, by_mode, knee_table, saddle, primary)
+    f.epoch_time = epoch_time(summary)
+    f.time_per_update = time_per_update(summary, knee_table, mine, saddle)
+    f.speed_vs_stability = speed_vs_stability(summary)
+    bench = S.benchmark_finding(saddle)
+    f.saddle = bench if bench is not None else (grid_saddle(mine, order), saddle_curves(ok))
+    f.learning_curves = learning_curves(mine, order)
+    f.gpu = gpu(summary, mine)
+    f.machines = machines(summary)
+    f.efficiency = efficiency(summary, by_mode)
+    f.dispatch = dispatch(by_mode, primary)
+    return f

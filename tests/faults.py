@@ -1,0 +1,36 @@
+"""Test-only faults for real sweeps, loaded into `pytest bench` with `-p tests.faults` (never by the suite):
+
+    BENCH_FAULT=error:TEST_ID                 that cell's training raises (a framework failure of one cell)
+    BENCH_FAULT=slow:TEST_ID:EPOCH:SECONDS    that cell's epoch EPOCH (1-based) takes SECONDS longer
+"""
+
+import os
+import time
+
+
+def pytest_configure(config):
+    spec = os.environ.get("BENCH_FAULT")
+    if not spec:
+        return
+    from bench import train
+
+    kind, test_id, *rest = spec.split(":")
+    original = train.fit_epochs
+
+    def fit_epochs(model, x, y, cfg, callbacks=(), use=None):
+        if cfg.test_id != test_id:
+            return original(model, x, y, cfg, callbacks, use)
+        if kind == "error":
+            raise RuntimeError("injected failure (tests/faults.py)")
+        from bench.backends import current
+
+        epoch, seconds = int(rest[0]), float(rest[1])
+
+        class Slow(current().keras.callbacks.Callback):
+            def on_epoch_begin(self, e, logs=None):
+                if e + 1 == epoch:
+                    time.sleep(seconds)  # after the clock started: inside the timed epoch
+
+        return original(model, x, y, cfg, [*callbacks, Slow()], use)
+
+    train.fit_epochs = fit_epochs
