@@ -32,8 +32,8 @@ def draw(f) -> dict:
         return {key: figure4 if key == "saddle" else getattr(f, key) for key in FIGURES}
     ok = f.runs[(f.runs["status"] == "ok") & f.runs["budget"].isna() & (f.runs["dispatch.mode"] == f.primary_mode)]
     return {
-        "epoch_time": made(f.epoch_time, speed.epoch_time, f.summary),
-        "time_per_update": made(f.time_per_update, speed.time_per_update, f.summary, f.knees),
+        "epoch_time": made(f.epoch_time, speed.epoch_time, f.by_mode),
+        "time_per_update": made(f.time_per_update, speed.time_per_update, f.by_mode, f.knees),
         "speed_vs_stability": made(f.speed_vs_stability, stability.speed_vs_stability, f.summary),
         "saddle": figure4,
         "learning_curves": made(f.learning_curves, stability.learning_curves, ok),
@@ -110,7 +110,7 @@ def compare(paths, out: Path, baseline=None, allow_mismatch=False, echo=print) -
     for i, (key, fig) in enumerate(compare_figures(cmp).items(), start=1):
         written += save(fig, out, f"cmp{i}_{key}")
         names[key] = f"cmp{i}_{key}.png"
-    csv = cmp.table.drop(columns=[c for c in cmp.table if c.startswith("baseline_")])
+    csv = cmp.table.drop(columns=[c for c in cmp.table if c.startswith("baseline_") or c.endswith("samples_s")])
     csv.to_csv(out / "compare.csv", index=False, float_format="%.6g")
     files = ", ".join(f"`{Path(p).name}`" for p in paths)
     (out / "COMPARE.md").write_text(rep.markdown(cmp.machines, files, names), encoding="utf-8")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis import metrics
+from analysis import metrics, stats
 from analysis.load import LoadError
 from bench import record
 
@@ -110,23 +110,45 @@ def compare(runs: pd.DataFrame, baseline: str | None = None, allow_mismatch: boo
     table = ok.groupby(["machine"] + keys + CELL, observed=True, dropna=False).agg(
         batch_label=("batch_label", "first"),
         seeds=("seed", "nunique"),
-        epoch_time_s=("epoch_time_s", "median"),
+        epoch_samples_s=("steady_samples_s", metrics.pooled),
+        update_samples_s=("update_samples_s", metrics.pooled),
         time_per_update_s=("time_per_update_s", "median"),
-        time_to_target_s=("time_to_target_s", "median"),
+        epochs_to_target=("epochs_to_target", "median"),
         target_accuracy=("target_accuracy", "first"),
         test_accuracy=("test_accuracy", "mean"),
+        unstable=("unstable", "any"),
         gpu_util_mean_pct=("gpu.util_mean_pct", "median"),
     ).reset_index()
+    # a cell's times: the median of its steady samples pooled over seeds (as analysis.metrics.cell_summary)
+    table["epoch_time_s"] = [np.median(x) if len(x) else np.nan for x in table["epoch_samples_s"]]
+    table["time_per_update_s"] = [np.median(x) if len(x) else np.nan for x in table["update_samples_s"]]
+    table["time_to_target_s"] = table["epochs_to_target"] * table["epoch_time_s"]
+    for column, samples in (("epoch_time", "epoch_samples_s"), ("time_per_update", "update_samples_s")):
+        intervals = [stats.median_of([x]) for x in table[samples]]
+        table[f"{column}_lo_s"], table[f"{column}_hi_s"] = [i.low for i in intervals], [i.high for i in intervals]
     table["machine"] = pd.Categorical(table["machine"].astype(str), categories=machines, ordered=True)
     base = table[table["machine"] == baseline].set_index(keys + CELL)
-    table = table.join(base[["epoch_time_s", "time_per_update_s"]].add_prefix("baseline_"), on=keys + CELL)
+    table = table.join(base[["epoch_time_s", "time_per_update_s", "epoch_samples_s"]].add_prefix("baseline_"),
+                       on=keys + CELL)
     table["speedup"] = table["baseline_epoch_time_s"] / table["epoch_time_s"]
+    speed = [stats.median_ratio([(b, m)]) if isinstance(b, list) else stats.NO_DATA
+             for b, m in zip(table["baseline_epoch_samples_s"], table["epoch_samples_s"])]
+    table["speedup_lo"], table["speedup_hi"] = [i.low for i in speed], [i.high for i in speed]
+    ttt = [_time_to_target(k, x) for k, x in zip(table["epochs_to_target"], table["epoch_samples_s"])]
+    table["time_to_target_lo_s"], table["time_to_target_hi_s"] = [i.low for i in ttt], [i.high for i in ttt]
     present = table.groupby(keys + CELL, observed=True, dropna=False)["machine"].transform("nunique")
     matched = table["baseline_epoch_time_s"].notna() & (present >= 2)
     unmatched = {str(m): int(n) for m, n in table[~matched].groupby("machine", observed=True).size().items() if n}
     table = table[matched].sort_values(keys + ["optimizer", "batch_size", "machine"]).reset_index(drop=True)
 
     return Comparison(baseline, machines, table, metrics.knees(table, keys), ignored, unmatched)
+
+
+def _time_to_target(k, samples) -> stats.Interval:
+    """Steady time to the target: epochs to it (median over seeds) x the median steady epoch, with its interval."""
+    if pd.isna(k) or not len(samples):
+        return stats.NO_DATA
+    return stats.bootstrap([samples], lambda x, axis: k * np.median(x, axis=axis))
 
 
 def _label(table, b) -> str:
@@ -145,6 +167,8 @@ def fastest_to_target(table: pd.DataFrame, by: list) -> pd.DataFrame:
         r = g.dropna(subset=["time_to_target_s"])
         best = r.loc[r["time_to_target_s"].idxmin()] if len(r) else None
         rows.append({**dict(zip(by, key)), "s": best["time_to_target_s"] if best is not None else np.nan,
+                     "lo": best.get("time_to_target_lo_s", np.nan) if best is not None else np.nan,
+                     "hi": best.get("time_to_target_hi_s", np.nan) if best is not None else np.nan,
                      "batch": best["batch_label"] if best is not None else None,
                      "target_accuracy": g["target_accuracy"].iloc[0]})
     return pd.DataFrame(rows)
@@ -225,71 +249,102 @@ def _protocol_label(row, keys) -> str:
     return " ".join(parts)
 
 
-def _wide(long: pd.DataFrame, cmp: Comparison, value: str) -> pd.DataFrame:
-    """`value` per protocol x optimizer (rows) and machine (columns), the protocol column dropped when single."""
+def _by_protocol(wide: pd.DataFrame) -> dict:
+    """{protocol label: its table without the protocol column}: one protocol per table."""
+    return {p: g.drop(columns="protocol").reset_index(drop=True) for p, g in wide.groupby("protocol", sort=False)}
+
+
+def _wide(long: pd.DataFrame, cmp: Comparison, value: str) -> dict:
+    """`value` per optimizer (rows) and machine (columns), one table per protocol."""
     wide = long.pivot_table(index=["protocol", "optimizer"], columns="machine", values=value, aggfunc="first",
                             observed=True)
     wide = wide.reindex(columns=[m for m in cmp.machines if m in wide.columns]).reset_index()
     wide.columns.name = None
-    return wide.drop(columns="protocol") if wide["protocol"].nunique() == 1 else wide
+    return _by_protocol(wide)
 
 
-def ratio_table(cmp: Comparison) -> pd.DataFrame:
-    """The terminal/markdown table: per protocol, optimizer and batch size, each machine's epoch time
-    and, for the others, its speed relative to the baseline (baseline epoch time / its epoch time)."""
+def _speed(x, lo, hi) -> str:
+    if pd.isna(x):
+        return "-"
+    return f"{x:.2f}x" + (f" [{lo:.2f}, {hi:.2f}]" if not (pd.isna(lo) or pd.isna(hi)) else " (no interval)")
+
+
+def ratio_tables(cmp: Comparison) -> dict:
+    """Per protocol: per optimizer and batch size, each machine's steady epoch time and, for the others, its speed
+    relative to the baseline (baseline epoch time / its epoch time) with the 95 % interval of that ratio."""
     t = cmp.table.copy()
     t["protocol"] = [_protocol_label(r, cmp.keys) for _, r in t.iterrows()]
+    t["speed"] = [_speed(x, lo, hi) for x, lo, hi in zip(t["speedup"], t["speedup_lo"], t["speedup_hi"])]
+    t["epoch"] = [_fmt_time(v) + (" *" if u else "") for v, u in zip(t["epoch_time_s"], t["unstable"])]
     index = ["protocol", "optimizer", "batch_size", "batch_label"]
-    wide = t.pivot_table(index=index, columns="machine", values=["epoch_time_s", "speedup"], observed=True,
-                         aggfunc="first")
+    wide = t.pivot_table(index=index, columns="machine", values=["epoch", "speed"], observed=True, aggfunc="first")
     out = pd.DataFrame(index=wide.index)
     for m in cmp.machines:
-        if ("epoch_time_s", m) in wide:
-            out[f"{m} s/epoch"] = wide[("epoch_time_s", m)].map(_fmt_time)
+        if ("epoch", m) in wide:
+            out[f"{m} s/epoch"] = wide[("epoch", m)]
     for m in cmp.machines[1:]:
-        if ("speedup", m) in wide:
-            out[f"{m} speed vs {cmp.baseline}"] = wide[("speedup", m)].map(
-                lambda x: "-" if pd.isna(x) else f"{x:.2f}x")
+        if ("speed", m) in wide:
+            out[f"{m} speed vs {cmp.baseline}"] = wide[("speed", m)]
     out = out.reset_index().sort_values(["protocol", "optimizer", "batch_size"]).drop(columns="batch_size")
-    out = out.rename(columns={"batch_label": "batch"})
-    if out["protocol"].nunique() == 1:
-        out = out.drop(columns="protocol")
-    return out.reset_index(drop=True)
+    return _by_protocol(out.rename(columns={"batch_label": "batch"}))
 
 
-def knee_table(cmp: Comparison) -> pd.DataFrame:
+def knee_tables(cmp: Comparison) -> dict:
     k = cmp.knees.copy()
-    k["knee"] = k["knee_batch_size"].map(lambda b: "none in grid" if pd.isna(b) else f"{int(b):,}")
+
+    def text(b, lo, hi):
+        knee = "none in grid" if pd.isna(b) else f"{int(b):,}"
+        if lo is None and hi is None or (pd.isna(lo) and pd.isna(hi) and pd.isna(b)):
+            return knee
+        name = lambda v: "none" if v is None or pd.isna(v) else f"{int(v):,}"  # noqa: E731
+        return f"{knee} ({name(lo)} to {name(hi)})"
+
+    k["knee"] = [text(b, lo, hi) for b, lo, hi in zip(k["knee_batch_size"], k["knee_low"], k["knee_high"])]
     k["protocol"] = [_protocol_label(r, cmp.keys) for _, r in k.iterrows()]
     return _wide(k, cmp, "knee")
 
 
-def target_table(cmp: Comparison) -> pd.DataFrame:
-    """Time to the profile's target accuracy per machine: the fastest cell of each optimizer."""
+def target_tables(cmp: Comparison) -> dict:
+    """Steady time to the profile's target accuracy per machine: the fastest cell of each optimizer."""
     t = cmp.table.assign(protocol=[_protocol_label(r, cmp.keys) for _, r in cmp.table.iterrows()])
     best = fastest_to_target(t, ["protocol", "optimizer", "machine"])
-    best["time to target"] = [f"not reached ({a:.2f})" if pd.isna(s) else f"{_fmt_time(s)} s at batch {b}"
-                              for s, b, a in zip(best["s"], best["batch"], best["target_accuracy"])]
+    best["time to target"] = [f"not reached ({a:.2f})" if pd.isna(s) else
+                              f"{_fmt_time(s)} s{_range(lo, hi)} at batch {b}"
+                              for s, lo, hi, b, a in zip(best["s"], best["lo"], best["hi"], best["batch"],
+                                                         best["target_accuracy"])]
     return _wide(best, cmp, "time to target")
+
+
+def _range(lo, hi) -> str:
+    return "" if pd.isna(lo) or pd.isna(hi) else f" [{_fmt_time(lo)}, {_fmt_time(hi)}]"
 
 
 @dataclass
 class CompareReport:
-    """The comparison's tables, the line printed above them, and COMPARE.md."""
+    """The comparison's tables (one per protocol), the line printed above them, and COMPARE.md."""
 
     head: str
     note: str
-    ratios: pd.DataFrame
-    knees: pd.DataFrame
-    targets: pd.DataFrame
+    ratios: dict
+    knees: dict
+    targets: dict
     unmatched: dict
+
+    def _sections(self, level: str) -> list:
+        out = []
+        for title, tables in (("Speed per grid cell (* unstable timing)", self.ratios),
+                              ("Saturation knee (batch size after which time per update grows >= sqrt(batch); "
+                               "in brackets the range over 95% of bootstrap resamples)", self.knees),
+                              ("Steady time to target accuracy (fastest batch size per optimizer; 95% interval)",
+                               self.targets)):
+            out += [f"{level} {title}", ""]
+            for protocol, table in tables.items():
+                out += [f"{level}# {protocol}", "", table.to_markdown(index=False), ""]
+        return out
 
     def terminal(self) -> list[str]:
         out = [self.head] + (["WARNING: " + self.note] if self.note else [])
-        out += [self.ratios.to_markdown(index=False),
-                "\nSaturation knee (batch size after which time per update grows >= sqrt(batch)):",
-                self.knees.to_markdown(index=False),
-                "\nTime to target accuracy (fastest batch size per optimizer):", self.targets.to_markdown(index=False)]
+        out += self._sections("#")
         if self.unmatched:
             out.append("not matched (cell on one machine only): "
                        + ", ".join(f"{m} {n} cell(s)" for m, n in self.unmatched.items()))
@@ -300,10 +355,7 @@ class CompareReport:
               f"Generated by `python -m analysis compare` from {files}. {self.head}.", ""]
         if self.note:
             md += [f"**Warning: {self.note}.** Differences below include those, not only the hardware.", ""]
-        md += ["## Speed per grid cell", "", self.ratios.to_markdown(index=False), "",
-               "## Saturation knee", "", self.knees.to_markdown(index=False), "",
-               "## Time to target accuracy", "", self.targets.to_markdown(index=False), "",
-               "## Figures", ""]
+        md += self._sections("##") + ["## Figures", ""]
         md += [f"![{key}]({name})" for key, name in figures.items()]
         if self.unmatched:
             md += ["", "Not matched (a cell on one machine only): "
@@ -312,6 +364,7 @@ class CompareReport:
 
 
 def report(cmp: Comparison) -> CompareReport:
-    head = (f"{len(cmp.machines)} machines, baseline {cmp.baseline}; speed = baseline epoch time / machine's "
-            "(above 1x = faster); medians over seeds")
-    return CompareReport(head, cmp.mismatch_note(), ratio_table(cmp), knee_table(cmp), target_table(cmp), cmp.unmatched)
+    head = (f"{len(cmp.machines)} machines, baseline {cmp.baseline}; speed = baseline steady epoch time / machine's "
+            "(above 1x = faster) with its 95% bootstrap interval over the cells' steady samples, pooled over seeds")
+    return CompareReport(head, cmp.mismatch_note(), ratio_tables(cmp), knee_tables(cmp), target_tables(cmp),
+                         cmp.unmatched)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis import metrics
+from analysis import claims, metrics, stats
+from analysis.stats import Interval
 
 LECTURE_SPEEDUP = 166 / 17  # the lecture's GTX 980: 166 s and 17 s per 50,000-example epoch at batch 1 and 10
 CHANCE_LOSS = math.log(10)  # the cross-entropy of a uniform guess over 10 classes
@@ -28,15 +29,18 @@ def _label(b) -> str:
 
 @dataclass
 class EpochTime:
-    """Figure 1: epoch time against batch size."""
+    """Figure 1: epoch time against batch size, in each dispatch mode."""
 
-    speedup_bs10: float  # median over optimizers of epoch time at batch 1 / at batch 10
-    speedups: dict  # batch label -> median speed-up over batch 1, in batch-size order
+    claims: list  # analysis.claims.Claims per machine x mode
+    machines: int
 
     def title(self) -> str:
-        finding = (f"An epoch at batch 10 is {self.speedup_bs10:.1f}x faster than at batch 1 here"
-                   if not math.isnan(self.speedup_bs10) else "Epoch time vs batch size")
-        return f"{finding} (lecture's GTX 980: {LECTURE_SPEEDUP:.1f}x)"
+        parts = [f"{c.speedup_bs10.text('.2g', 'x')} in {c.label(self.machines)}" for c in self.claims
+                 if c.speedup_bs10.n]
+        if not parts:
+            return f"Epoch time vs batch size (lecture's GTX 980: {LECTURE_SPEEDUP:.1f}x faster at batch 10)"
+        return ("An epoch at batch 10 is faster than at batch 1 by " + "; ".join(parts)
+                + f"\n(lecture's GTX 980: {LECTURE_SPEEDUP:.1f}x; 95% intervals, median over optimizers)")
 
 
 @dataclass
@@ -52,24 +56,18 @@ class NoiseScale:
 
 @dataclass
 class TimePerUpdate:
-    """Figure 2: time per update against batch size, knees."""
+    """Figure 2 and claims 1-2: time per update against batch size, knees, verdicts per mode."""
 
-    cost_bs10: float  # median over optimizers: time per update at batch 10 / at batch 1
-    cost_bs100: float
-    knees: list  # [(optimizer, knee batch size)] for optimizers with a knee
-    common_knee: int | None  # the most common knee
+    claims: list  # analysis.claims.Claims per machine x mode
+    machines: int
     noise: NoiseScale | None = None
 
-    @property
-    def claim1_holds(self) -> bool:
-        return self.cost_bs10 < 1.5
-
     def title(self) -> str:
-        parts = []
-        if not math.isnan(self.cost_bs10):
-            parts.append(f"One update at batch 10 costs {self.cost_bs10:.2f}x one at batch 1")
-        parts.append(f"knee at batch {self.common_knee:,}" if self.common_knee is not None else "no knee within the grid")
-        return "; ".join(parts)
+        def verdicts(attr):
+            return ", ".join(f"{getattr(c, attr).outcome} in {c.label(self.machines)}" for c in self.claims
+                             if getattr(c, attr) is not None) or "no data"
+        return (f"Claim 1 (a batch-10 update costs about as much as a batch-1 update): {verdicts('claim1')}\n"
+                f"Claim 2 (time per update grows past a knee): {verdicts('claim2')}")
 
 
 @dataclass
@@ -82,7 +80,7 @@ class SpeedStability:
     best_train_time_s: float
     cells: int
     reached: int
-    fastest: tuple | None  # (optimizer, batch label, seconds) to the target
+    fastest: tuple | None  # (optimizer, batch label, Interval of steady seconds) to the target
     targets: str  # "quick 0.90, ..."
     max_seeds: int
     max_spread: float
@@ -147,10 +145,12 @@ class LearningCurves:
 
 @dataclass
 class GpuUsage:
-    """Figure 6: GPU utilisation and power."""
+    """Figure 6: GPU utilisation and power of the steady epochs, and their energy."""
 
     busiest_batch: str
     busiest_util_pct: float
+    energy_per_epoch_j: dict  # batch label -> median energy of a steady epoch
+    energy_to_target_j: dict  # batch label -> median energy to the target (steady epochs)
 
     def title(self) -> str:
         return f"GPU busiest at batch {self.busiest_batch} ({self.busiest_util_pct:.0f}% utilisation)"
@@ -161,14 +161,15 @@ class Machines:
     """Figure 7: each machine's epoch time relative to the first."""
 
     baseline: str
-    ratios: dict  # machine -> {batch size: median epoch-time ratio to the baseline}
+    ratios: dict  # machine -> {batch size: Interval of its epoch time / the baseline's, median over optimizers}
 
     def title(self) -> str:
         other = list(self.ratios)[0]
         r = self.ratios[other]
         sizes = sorted(r)
-        return (f"{other}: {r[sizes[0]]:.2g}x the epoch time of {self.baseline} at batch "
-                f"{sizes[0]:,}, {r[sizes[-1]]:.2g}x at {sizes[-1]:,}\n(median over optimizers)")
+        return (f"{other}: {r[sizes[0]].text('.2g', 'x')} the epoch time of {self.baseline} at batch "
+                f"{sizes[0]:,},\n{r[sizes[-1]].text('.2g', 'x')} at {sizes[-1]:,} (95% intervals, median over "
+                "optimizers)")
 
 
 @dataclass
@@ -177,7 +178,8 @@ class Efficiency:
 
     peak_gflops: float  # median measured peak over the primary mode's cells
     pct: dict  # batch size -> median % of peak (the primary mode)
-    memory_mib: dict  # batch size -> max peak host memory
+    memory_mib: dict  # batch size -> the largest of the runs' own peak host memory (over optimizers)
+    process_peak_mib: float | None  # the process's peak over the sweep (earlier runs' memory included)
     gflops: dict  # batch size -> median achieved GFLOP/s
     pct_by_mode: dict | None  # mode -> {batch size: median %}, when both modes carry a calibration
     drawn_peak_gflops: float  # the peak over what figure 8 draws (both modes' cells when it draws both)
@@ -198,16 +200,16 @@ class Efficiency:
 class Dispatch:
     """Figure 9: default against fast dispatch."""
 
-    ratio: dict  # batch size -> median default / fast time per update
+    ratio: dict  # batch size -> Interval of default / fast time per update, median over optimizers
     ms: dict  # batch size -> (default ms, fast ms)
     fast_pct: dict  # batch size -> fast's median % of the matmul peak
     fast_memory_mib: float | None
 
     def title(self) -> str:
         sizes = list(self.ratio)
-        return (f"Per-step dispatch: default costs {self.ratio[sizes[0]]:.2g}x fast at batch {sizes[0]:,}, "
-                f"{self.ratio[sizes[-1]]:.2g}x at {sizes[-1]:,}\n(fast = XLA + one call per epoch; "
-                "median over optimizers)")
+        return (f"Per-step dispatch: default costs {self.ratio[sizes[0]].text('.2g', 'x')} fast at batch "
+                f"{sizes[0]:,},\n{self.ratio[sizes[-1]].text('.2g', 'x')} at {sizes[-1]:,} (95% intervals; fast = "
+                "one compiled call per epoch; median over optimizers)")
 
 
 @dataclass
@@ -229,17 +231,13 @@ class Findings:
     machines: Machines | Skipped = None
     efficiency: Efficiency | Skipped = None
     dispatch: Dispatch | Skipped = None
-    extra: dict = field(default_factory=dict)
+    claims: list = field(default_factory=list)  # analysis.claims.Claims per machine x dispatch mode
+    unstable: pd.DataFrame | None = None  # grid cells whose timing is unstable, with the reason
+    duplicates: int = 0  # runs set aside as repeats of a measurement already counted (analysis.load)
 
 
 def _order(summary) -> list:
     return list(summary.sort_values("batch_size")["batch_label"].unique())
-
-
-def epoch_time(summary) -> EpochTime:
-    sp_all = summary.groupby("batch_label", sort=False)["epoch_speedup_vs_bs1"].median()
-    return EpochTime(metrics.median_at(summary, "epoch_speedup_vs_bs1", 10),
-                     {b: sp_all.get(b) for b in _order(summary)})
 
 
 def noise_scale(runs, saddle) -> NoiseScale | None:
@@ -255,22 +253,26 @@ def noise_scale(runs, saddle) -> NoiseScale | None:
                       float(np.min(allv)), float(np.max(allv)))
 
 
-def time_per_update(summary, knee_table, runs, saddle) -> TimePerUpdate:
-    kn = knee_table.dropna(subset=["knee_batch_size"])
-    common = kn["knee_batch_size"].mode()
-    return TimePerUpdate(metrics.median_at(summary, "update_cost_vs_bs1", 10),
-                         metrics.median_at(summary, "update_cost_vs_bs1", 100),
-                         [(r.optimizer, int(r.knee_batch_size)) for r in kn.itertuples()],
-                         int(common.iloc[0]) if len(common) else None, noise_scale(runs, saddle))
+def time_to_target(runs: pd.DataFrame) -> Interval:
+    """A cell's steady time to the target with its interval: per seed, epochs to the target x the median of its
+    steady samples; the median over seeds, each seed's samples resampled."""
+    done = runs.dropna(subset=["time_to_target_s"])
+    ks = list(done["epochs_to_target"])
+    if not ks:
+        return stats.NO_DATA
+    return stats.bootstrap(list(done["steady_samples_s"]), lambda *gs, axis: np.median(
+        np.stack([k * np.median(g, axis=axis) for k, g in zip(ks, gs)]), axis=0))
 
 
-def speed_vs_stability(summary) -> SpeedStability:
+def speed_vs_stability(summary, runs) -> SpeedStability:
     best = summary.loc[summary["test_accuracy"].idxmax()]
     reached = summary.dropna(subset=["time_to_target_s"])
     fastest = None
     if len(reached):
         f = reached.loc[reached["time_to_target_s"].idxmin()]
-        fastest = (f["optimizer"], f["batch_label"], float(f["time_to_target_s"]))
+        cell = runs[(runs["machine"] == f["machine"]) & (runs["optimizer"] == f["optimizer"])
+                    & (runs["batch_size"] == f["batch_size"]) & (runs["status"] == "ok")]
+        fastest = (f["optimizer"], f["batch_label"], time_to_target(cell))
     spread = summary["test_accuracy_max"] - summary["test_accuracy_min"]
     return SpeedStability(best["optimizer"], best["batch_label"], float(best["test_accuracy"]),
                           float(best["train_time_s"]), len(summary), len(reached), fastest,
@@ -316,19 +318,36 @@ def gpu(summary, runs) -> GpuUsage | Skipped:
     if data.empty:
         return Skipped("no run had a GPU (" + "; ".join(sorted(set(runs["gpu.reason"].dropna().astype(str)))) + ")")
     top = data.loc[data["gpu_util_mean_pct"].idxmax()]
-    return GpuUsage(top["batch_label"], float(top["gpu_util_mean_pct"]))
+    order = _order(summary)
+
+    def by_batch(column):
+        med = data.groupby("batch_label")[column].median().dropna()
+        return {b: float(med[b]) for b in order if b in med.index}
+
+    return GpuUsage(top["batch_label"], float(top["gpu_util_mean_pct"]), by_batch("gpu_energy_per_epoch_j"),
+                    by_batch("energy_to_target_j"))
+
+
+def _ratio_by_batch(cells: pd.DataFrame, other: str, base: str, column: str, key: str = "machine") -> dict:
+    """{batch size: Interval of median over optimizers of median(other's samples) / median(base's samples)}."""
+    out = {}
+    for bs, g in cells.groupby("batch_size"):
+        pairs = []
+        for _, o in g.groupby("optimizer", observed=True):
+            a, b = o[o[key] == other][column], o[o[key] == base][column]
+            if len(a) and len(b):
+                pairs.append((a.iloc[0], b.iloc[0]))
+        if pairs:
+            out[int(bs)] = stats.median_ratio(pairs)
+    return out
 
 
 def machines(summary) -> Machines | Skipped:
     names = [m for m in dict.fromkeys(summary["machine"])]
     if len(names) < 2:
         return Skipped("the result files come from one machine")
-    base = summary[summary["machine"] == names[0]].set_index(["optimizer", "batch_size"])["epoch_time_s"]
-    ratios = {}
-    for m in names[1:]:
-        mine = summary[summary["machine"] == m].set_index(["optimizer", "batch_size"])["epoch_time_s"]
-        ratios[m] = (mine / base).dropna().groupby(level="batch_size").median().to_dict()
-    return Machines(names[0], ratios)
+    cells = summary.assign(machine=summary["machine"].astype(str))
+    return Machines(names[0], {m: _ratio_by_batch(cells, m, names[0], "epoch_samples_s") for m in names[1:]})
 
 
 def efficiency(summary, by_mode) -> Efficiency | Skipped:
@@ -347,8 +366,10 @@ def efficiency(summary, by_mode) -> Efficiency | Skipped:
     def peak(d):
         return float((d["achieved_gflops"] / d["peak_fraction"]).median())
 
+    process = summary["host_memory_peak_mib"].max()
     return Efficiency(peak(eff), (eff.groupby("batch_size")["peak_fraction"].median() * 100).to_dict(),
-                      summary.groupby("batch_size")["host_memory_peak_mib"].max().dropna().to_dict(),
+                      summary.groupby("batch_size")["host_memory_run_mib"].max().dropna().to_dict(),
+                      None if pd.isna(process) else float(process),
                       eff.groupby("batch_size")["achieved_gflops"].median().to_dict(), pct_by_mode, peak(drawn))
 
 
@@ -358,18 +379,19 @@ def dispatch(by_mode, primary) -> Dispatch | Skipped:
                        + ("fast" if primary == "default" else "default") + " to compare")
     wide = by_mode.pivot_table(index=["machine", "optimizer", "batch_size"], columns="dispatch.mode",
                                values="time_per_update_s", observed=True).dropna()
-    ratio = (wide["default"] / wide["fast"]).groupby(level="batch_size").median()
     ms = (wide * 1000).groupby(level="batch_size").median()
+    ratio = _ratio_by_batch(by_mode, "default", "fast", "update_samples_s", key="dispatch.mode")
     fast = by_mode[by_mode["dispatch.mode"] == "fast"].dropna(subset=["peak_fraction"])
     pct = (fast.groupby("batch_size")["peak_fraction"].median() * 100).to_dict() if len(fast) else {}
-    memory = float(fast.groupby("batch_size")["host_memory_peak_mib"].max().max()) if len(fast) else None
-    return Dispatch(ratio.to_dict(), {b: (ms.loc[b, "default"], ms.loc[b, "fast"]) for b in ratio.index}, pct, memory)
+    memory = float(fast["host_memory_run_mib"].max()) if len(fast) and fast["host_memory_run_mib"].notna().any() else None
+    return Dispatch(ratio, {b: (ms.loc[b, "default"], ms.loc[b, "fast"]) for b in ratio}, pct, memory)
 
 
 def compute(runs: pd.DataFrame) -> Findings:
     """All findings of a set of runs (analysis.load.load_runs)."""
     from analysis import saddle as S
 
+    duplicates = runs.attrs.get("duplicates", 0)
     runs = metrics.add_run_metrics(runs)
     saddle = runs[runs["budget"].notna()]  # the saddle benchmark's runs: figure 4 and its text only
     grid_runs = runs[runs["budget"].isna()]
@@ -386,15 +408,18 @@ def compute(runs: pd.DataFrame) -> Findings:
     primary = "default" if "default" in modes else modes[0]
     by_mode = metrics.cell_summary(grid_runs)
     mine = grid_runs[grid_runs["dispatch.mode"] == primary]
-    summary = metrics.cell_summary(mine)
-    knee_table = metrics.knees(summary)
+    summary = by_mode[by_mode["dispatch.mode"] == primary].reset_index(drop=True)
+    knee_table = metrics.knees(by_mode)
     ok = mine[mine["status"] == "ok"]
     order = _order(summary)
     all_runs = pd.concat([grid_runs, saddle]) if len(saddle) else grid_runs
-    f = Findings(all_runs, summary, by_mode, knee_table, saddle, primary)
-    f.epoch_time = epoch_time(summary)
-    f.time_per_update = time_per_update(summary, knee_table, mine, saddle)
-    f.speed_vs_stability = speed_vs_stability(summary)
+    f = Findings(all_runs, summary, by_mode, knee_table, saddle, primary, duplicates=duplicates)
+    f.claims = claims.per_setting(by_mode, knee_table)
+    n_machines = by_mode["machine"].nunique()
+    f.epoch_time = EpochTime(f.claims, n_machines)
+    f.time_per_update = TimePerUpdate(f.claims, n_machines, noise_scale(mine, saddle))
+    f.unstable = by_mode[by_mode["unstable"]]
+    f.speed_vs_stability = speed_vs_stability(summary, mine)
     bench = S.benchmark_finding(saddle)
     f.saddle = bench if bench is not None else (grid_saddle(mine, order), saddle_curves(ok))
     f.learning_curves = learning_curves(mine, order)

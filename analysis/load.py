@@ -59,6 +59,7 @@ def read_store(path: Path) -> pd.DataFrame:
     if not entries:
         raise LoadError(f"{path}: holds no mnist-mlp-bench runs")
     df = pd.json_normalize([e["record"] for e in entries], sep=".")
+    df["_key"] = [repr(record.resume_key(e["record"], record.machine_id(e.get("machine") or {}))) for e in entries]
     df["machine"] = [store_machine_label(e.get("machine") or {}) for e in entries]
     df["host"] = [(e.get("machine") or {}).get("node") for e in entries]
     df["file"] = str(path)
@@ -84,15 +85,20 @@ def read_file(path: str | Path) -> pd.DataFrame:
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list) or "machine_info" not in doc:
         raise LoadError(f"{path}: not a pytest-benchmark result file (no 'benchmarks' and 'machine_info')")
     # the timed runs, then the cells whose runs are not timings (failed, interrupted: no pytest-benchmark stats)
-    runs = [b for b in doc["benchmarks"] + doc.get("failed_runs", [])
+    runs = [b for b in doc["benchmarks"] + doc.get("untimed_runs", [])
             if isinstance(b.get("extra_info"), dict) and "schema" in b["extra_info"]]
     if not runs:
         raise LoadError(f"{path}: holds no mnist-mlp-bench runs (no benchmark carries a run record)")
     for run, rec in zip(runs, _records(path, [r["extra_info"] for r in runs])):
         run["extra_info"] = rec
+    info = doc["machine_info"]
+    me = record.machine_id({"node": info.get("node"), "cpu": (info.get("cpu") or {}).get("brand_raw"),
+                            "gpu_name": (info.get("gpu") or {}).get("name") if (info.get("gpu") or {}).get("available")
+                            else None})
+    keys = [repr(record.resume_key(r["extra_info"], me)) for r in runs]
     df = pd.json_normalize(runs, sep=".")
     df.columns = [c.removeprefix("extra_info.") for c in df.columns]
-    info = doc["machine_info"]
+    df["_key"] = keys
     df["machine"] = machine_label(info)
     df["host"] = info.get("node")
     df["file"] = str(path)
@@ -101,11 +107,23 @@ def read_file(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def _once(df: pd.DataFrame) -> pd.DataFrame:
+    """Each measurement once: runs with the same protocol, settings, cell, seed and machine (a run in both a
+    benchmark JSON and its store, reruns of an unstable cell, a shard run twice) are one cell, represented by
+    its most stable attempt (bench.record.stability_key). How many were set aside is in df.attrs["duplicates"]."""
+    rank = [record.stability_key(s, u, None if pd.isna(sp) else sp)
+            for s, u, sp in zip(df["status"], df["unstable"], df["spread"])]
+    order = sorted(range(len(df)), key=lambda i: rank[i])
+    kept = df.iloc[order].drop_duplicates("_key").sort_index()
+    kept.attrs["duplicates"] = len(df) - len(kept)
+    return kept.drop(columns="_key").reset_index(drop=True)
+
+
 def load_runs(paths) -> pd.DataFrame:
     """All runs of all files, one row each, in file order; machines keep the order they first appear in."""
     if not paths:
         raise LoadError("no result files given")
-    df = pd.concat([read_file(p) for p in paths], ignore_index=True)
+    df = _once(pd.concat([read_file(p) for p in paths], ignore_index=True))
     df["machine"] = pd.Categorical(df["machine"], categories=list(dict.fromkeys(df["machine"])), ordered=True)
     df["batch_label"] = [("full" if full else str(bs)) for full, bs in zip(df["full_batch"], df["batch_size"])]
     for col in ("hessian.lambda_min", "hessian.lambda_max"):  # the run-end Hessian probe, flattened

@@ -1,4 +1,5 @@
-"""Derived metrics on the tidy runs table: speed-up, saturation knee, time to target, stability."""
+"""Derived metrics on the tidy runs table: steady time to target, speed-ups, the saturation knee, stability, and
+one row per grid cell with its pooled steady samples and their intervals."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from analysis import stats
 from bench import record
 
 # Test accuracy a run must reach for `time_to_target_s`, per profile: reachable by the better cells
@@ -28,14 +30,19 @@ def target_for(profile: str) -> float:
     return TARGET_ACCURACY.get(profile, DEFAULT_TARGET)
 
 
-def time_to_target(epoch_times, accuracies, target: float) -> float:
-    """Cumulative training time up to the end of the first epoch whose test accuracy reaches `target`."""
-    elapsed = 0.0
-    for t, acc in zip(epoch_times or [], accuracies or []):
-        elapsed += t
+def epochs_to_target(accuracies, target: float) -> int | None:
+    """The number of epochs until the first whose test accuracy reaches `target`; None if none does."""
+    for k, acc in enumerate(accuracies or [], start=1):
         if acc is not None and acc >= target:
-            return elapsed
-    return math.nan
+            return k
+    return None
+
+
+def time_to_target(epoch_time_s, accuracies, target: float) -> float:
+    """Steady training time to the target: epochs to the target x the steady epoch time (the compile epoch is
+    counted at the steady epoch's time: compilation is compile_s, never part of time to target)."""
+    k = epochs_to_target(accuracies, target)
+    return k * epoch_time_s if k is not None and epoch_time_s is not None and not pd.isna(epoch_time_s) else math.nan
 
 
 def loss_noise(loss_curve, window: int = 25) -> float:
@@ -49,12 +56,17 @@ def loss_noise(loss_curve, window: int = 25) -> float:
 
 
 def add_run_metrics(df: pd.DataFrame) -> pd.DataFrame:
-    """Per-run columns: target, time to target, training time, loss noise, speed-ups over batch size 1."""
+    """Per-run columns: target, epochs and steady time to it, steady training time, per-update samples, loss
+    noise, speed-ups over batch size 1."""
     df = df.copy()
     df["target_accuracy"] = df["profile"].map(target_for)
+    df["epochs_to_target"] = [epochs_to_target(a, g) for a, g in zip(df["test_accuracy_by_epoch"],
+                                                                       df["target_accuracy"])]
     df["time_to_target_s"] = [time_to_target(t, a, g) for t, a, g in
-                              zip(df["epoch_times_s"], df["test_accuracy_by_epoch"], df["target_accuracy"])]
-    df["train_time_s"] = [float(sum(t)) if t else math.nan for t in df["epoch_times_s"]]
+                              zip(df["epoch_time_s"], df["test_accuracy_by_epoch"], df["target_accuracy"])]
+    # steady time only: every epoch done at the steady epoch's time (compilation is compile_s)
+    df["train_time_s"] = df["epochs_done"] * df["epoch_time_s"]
+    df["update_samples_s"] = [[t / steps for t in s] for s, steps in zip(df["steady_samples_s"], df["steps_per_epoch"])]
     df["loss_noise"] = [loss_noise(c) for c in df["loss_curve"]]
     # the same protocol, optimizer and seed at batch 1 (and the saddle benchmark's same budget)
     keys = ["machine", *record.PROTOCOL, "optimizer", "seed", "_budget"]
@@ -73,19 +85,31 @@ def median_at(summary: pd.DataFrame, column: str, batch_size: int) -> float:
     return float(vals.median()) if len(vals) else math.nan
 
 
+def pooled(series) -> list:
+    return [x for lst in series for x in (lst or [])]
+
+
 def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per machine x protocol x optimizer x batch size, medians over seeds."""
-    cell = CELL
+    """One row per machine x protocol x optimizer x batch size: the steady samples of all its finished runs
+    pooled over seeds (timings barely depend on the seed), their median with its interval, medians over seeds of
+    the rest, and whether any of its timings was unstable."""
     ok = df[df["status"] == "ok"]
-    g = ok.groupby(cell, observed=True)
+    g = ok.groupby(CELL, observed=True)
     out = g.agg(
         batch_label=("batch_label", "first"),
         seeds=("seed", "nunique"),
+        epoch_samples_s=("steady_samples_s", pooled),
+        update_samples_s=("update_samples_s", pooled),
         epoch_time_s=("epoch_time_s", "median"),
         time_per_update_s=("time_per_update_s", "median"),
+        compile_s=("compile_s", "median"),
+        unstable=("unstable", "any"),
+        unstable_reason=("unstable_reason", lambda s: "; ".join(sorted({x for x in s if x})) or None),
+        steps_per_epoch=("steps_per_epoch", "first"),
         examples_per_s=("examples_per_s", "median"),
         train_time_s=("train_time_s", "median"),
         time_to_target_s=("time_to_target_s", "median"),
+        epochs_to_target=("epochs_to_target", "median"),
         test_accuracy=("test_accuracy", "mean"),
         test_accuracy_std=("test_accuracy", "std"),
         test_accuracy_min=("test_accuracy", "min"),
@@ -96,13 +120,24 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
         gpu_util_mean_pct=("gpu.util_mean_pct", "median"),
         gpu_power_mean_w=("gpu.power_mean_w", "median"),
         gpu_energy_j=("gpu.energy_j", "median"),
+        gpu_energy_per_epoch_j=("gpu.energy_per_epoch_j", "median"),
         achieved_gflops=("achieved_gflops", "median"),
         peak_fraction=("peak_fraction", "median"),
         host_memory_peak_mib=("host_memory_peak_mib", "max"),
+        host_memory_run_mib=("host_memory_run_mib", "max"),
     ).reset_index()
-    failed = df[df["status"] != "ok"].groupby(cell, observed=True).size().rename("failed_runs")
-    out = out.join(failed, on=cell)
+    failed = df[df["status"] != "ok"].groupby(CELL, observed=True).size().rename("failed_runs")
+    out = out.join(failed, on=CELL)
     out["failed_runs"] = out["failed_runs"].fillna(0).astype(int)
+    tpu = [stats.median_of([s]) for s in out["update_samples_s"]]
+    out["samples"] = [i.n for i in tpu]
+    out["time_per_update_lo_s"] = [i.low for i in tpu]
+    out["time_per_update_hi_s"] = [i.high for i in tpu]
+    for end in ("lo", "hi"):
+        out[f"epoch_time_{end}_s"] = out[f"time_per_update_{end}_s"] * out["steps_per_epoch"]
+    # a cell's median over its pooled samples: with several seeds the pooled median, not the median of medians
+    out["time_per_update_s"] = [i.value if i.n else m for i, m in zip(tpu, out["time_per_update_s"])]
+    out["energy_to_target_j"] = out["gpu_energy_per_epoch_j"] * out["epochs_to_target"]
     return out
 
 
@@ -119,9 +154,30 @@ def knee(batch_sizes, times, slope: float = KNEE_SLOPE):
 
 
 def knees(summary: pd.DataFrame, protocol=record.PROTOCOL) -> pd.DataFrame:
-    """The knee of each machine x protocol x optimizer (`protocol`: the protocol fields to tell apart)."""
+    """The knee of each machine x protocol x optimizer (`protocol`: the protocol fields to tell apart), with the
+    batch sizes its bootstrap resamples put it at (95 %)."""
     keys = ["machine", *protocol, "optimizer"]
     rows = []
     for key, g in summary.groupby(keys, observed=True, dropna=False):
-        rows.append({**dict(zip(keys, key)), "knee_batch_size": knee(g["batch_size"], g["time_per_update_s"])})
-    return pd.DataFrame(rows, columns=[*keys, "knee_batch_size"])
+        g = g.sort_values("batch_size")
+        low, high = knee_range(list(g["batch_size"]), list(g["update_samples_s"]))
+        rows.append({**dict(zip(keys, key)), "knee_batch_size": knee(g["batch_size"], g["time_per_update_s"]),
+                     "knee_low": low, "knee_high": high})
+    return pd.DataFrame(rows, columns=[*keys, "knee_batch_size", "knee_low", "knee_high"])
+
+
+def knee_range(sizes: list, samples: list) -> tuple:
+    """The 95 % range of the knee over bootstrap resamples of each batch size's samples, as batch sizes (None:
+    no knee within the grid); (None, None) without two samples at every batch size."""
+    if len(sizes) < 2 or any(len(s) < 2 for s in samples):
+        return None, None
+    dlog = np.diff(np.log(np.asarray(sizes, dtype=float)))
+
+    def index(*groups, axis):
+        logs = np.log(np.stack([np.median(g, axis=axis) for g in groups]))  # batch (x resamples)
+        hit = np.diff(logs, axis=0) / dlog.reshape((-1,) + (1,) * (logs.ndim - 1)) >= KNEE_SLOPE
+        return np.where(hit.any(axis=0), np.argmax(hit, axis=0), len(sizes)).astype(float)
+
+    interval = stats.bootstrap(samples, index)
+    low, high = int(math.floor(interval.low)), int(math.ceil(interval.high))
+    return tuple(None if i >= len(sizes) else sizes[i] for i in (low, high))

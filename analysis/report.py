@@ -20,46 +20,117 @@ def table(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False)
 
 
-def machines_section(runs: pd.DataFrame) -> str:
-    rows = (runs.groupby("machine", observed=True)
-            .agg(file=("file", "first"), tensorflow=("tensorflow", "first"), runs=("schema", "size"),
-                 device=("dispatch.device", "first"), jit_compile=("dispatch.jit_compile", "first"),
+PROTOCOL_COLUMNS = {"profile": "profile", "train_size": "train size", "epochs": "epochs",
+                    "activation": "activation", "dispatch.mode": "mode", "dispatch.backend": "backend"}
+
+
+def protocol_label(row) -> str:
+    """'quick 5,000x4 sigmoid, tensorflow default'."""
+    return (f"{row['profile']} {int(row['train_size']):,}x{int(row['epochs'])} {row['activation']}, "
+            f"{row['dispatch.backend']} {row['dispatch.mode']}")
+
+
+def machines_section(runs: pd.DataFrame, duplicates: int = 0) -> str:
+    """Each result file with its own machine, run count and settings."""
+    rows = (runs.groupby(["file", "machine"], observed=True, sort=False)
+            .agg(runs=("schema", "size"), modes=("dispatch.mode", lambda s: ", ".join(dict.fromkeys(s))),
+                 backend=("dispatch.backend", lambda s: ", ".join(dict.fromkeys(s))),
+                 profiles=("profile", lambda s: ", ".join(dict.fromkeys(s))),
+                 device=("dispatch.device", "first"), tensorflow=("tensorflow", "first"),
                  gpu_reason=("gpu.reason", "first"))
             .reset_index())
     rows["gpu_reason"] = rows["gpu_reason"].fillna("")
-    return "## Machines\n\n" + table(rows) + "\n"
+    repeats = (f"\n{duplicates} run(s) in the files repeat a measurement already counted (same protocol, settings, "
+               "cell, seed and machine: a run in both a benchmark JSON and its store, or reruns of an unstable cell); "
+               "each cell is counted once, by its most stable attempt.\n" if duplicates else "")
+    return "## Machines and files\n\n" + table(rows) + "\n" + repeats
 
 
 def protocol_section(runs: pd.DataFrame) -> str:
-    prot = (runs.groupby(["profile", "train_size", "epochs", "activation"], observed=True)
+    keys = list(PROTOCOL_COLUMNS)
+    prot = (runs.groupby(keys, observed=True)
             .agg(seeds=("seed", lambda s: ", ".join(map(str, sorted(set(s))))),
                  batch_sizes=("batch_label", lambda s: ", ".join(dict.fromkeys(
                      runs.loc[s.index].sort_values("batch_size")["batch_label"]))),
                  runs=("seed", "size"))
-            .reset_index())
+            .reset_index().rename(columns=PROTOCOL_COLUMNS))
     prot["target_accuracy"] = prot["profile"].map(metrics.target_for)
     lrs = runs.groupby("optimizer", sort=False)["learning_rate"].first().reset_index()
     return ("## Protocol\n\n" + table(prot) + "\n\nLearning rates (fixed hyperparameters):\n\n" + table(lrs)
-            + "\n\nTimes are steady-state: the median of every epoch after the first (which includes "
-              "tracing); evaluation is excluded. `time to target` is the cumulative training time to the "
-              "end of the first epoch whose test accuracy reaches the profile's target.\n")
+            + "\n\nEvery timing rests on the steady samples of its cell: the epochs after the first (the first "
+              "traces and compiles; its excess over a steady epoch is `compile s`), pooled over seeds, evaluation "
+              "excluded. Intervals are 95 % percentile-bootstrap intervals over those samples (and over "
+              "optimizers where a number is a median over them), with n the samples behind them. `time to "
+              "target` is steady time: the epochs until the test accuracy first reaches the profile's target, at "
+              "the steady epoch's time.\n")
+
+
+def verdicts_section(f: Findings) -> str:
+    """Each claim's verdict in each machine and dispatch mode, and the interval that decided it."""
+    machines = len({c.machine for c in f.claims})
+    rows = []
+    for c in f.claims:
+        for name, v in (("1: a batch-10 update costs about as much as a batch-1 update", c.claim1),
+                        ("2: past a knee, time per update grows with the batch", c.claim2)):
+            if v is not None:
+                rows.append({"claim": name, "setting": c.label(machines), "verdict": f"**{v.outcome}**",
+                             "decided by (95% interval)": f"{v.what}: {v.interval.text('.3g')} vs {v.threshold:g}"})
+    if not rows:
+        return ""
+    modes = "; ".join(f"`{c.mode}` measures {c.measures}" for c in {c.mode: c for c in f.claims}.values())
+    return ("## Verdicts\n\n" + table(pd.DataFrame(rows)) + "\n\nA claim is supported when the whole interval "
+            "lies on its side of the threshold, contradicted when it lies on the other side, not determined when "
+            f"it straddles it or there is no interval. Judged per dispatch mode: {modes}.\n")
+
+
+def unstable_section(f: Findings) -> str:
+    u = f.unstable
+    if u is None or u.empty:
+        return ""
+    rows = u.assign(mode=u["dispatch.mode"])[["machine", "mode", "optimizer", "batch_label", "unstable_reason"]]
+    return (f"## Unstable timings ({len(u)} of {len(f.by_mode)} cells)\n\nDrawn hollow in the figures; measure "
+            "them again with `--rerun-unstable N`, or by node id.\n\n"
+            + table(rows.rename(columns={"batch_label": "batch", "unstable_reason": "why"})) + "\n")
 
 
 def epoch_time_text(f) -> str:
-    return (f"Median over optimizers, an epoch at batch 10 is **{fmt(f.speedup_bs10, '.1f')}x** faster than at batch "
-            f"1 here (the lecture's GTX 980: 166 s / 17 s = 9.8x). Speed-up over batch 1 by batch size: "
-            + ", ".join(f"{b}: {fmt(s, '.1f')}x" for b, s in f.speedups.items()) + ".")
+    parts = []
+    for c in f.claims:
+        speedups = ", ".join(f"{b}: {i.text('.2g', 'x')}" for b, i in c.speedups.items() if b != "1")
+        parts.append(f"In {c.label(f.machines)} ({c.measures}) an epoch at batch 10 is "
+                     f"**{c.speedup_bs10.text('.2g', 'x')}** faster than at batch 1 (median over optimizers); by "
+                     f"batch size: {speedups}.")
+    return "\n\n".join(parts) + "\n\nThe lecture's GTX 980: 166 s / 17 s = 9.8x."
+
+
+def _b(x) -> str:
+    return "none" if x is None else f"{x:,}"
+
+
+def _knees(c) -> str:
+    def one(opt, k, lo, hi):
+        spread = "" if (lo, hi) == (None, None) else f" (95% of resamples: {_b(lo)} to {_b(hi)})"
+        return f"{opt} {_b(k) if k is not None else 'none in the grid'}{spread}"
+
+    return ", ".join(one(*k) for k in c.knees) or "none"
 
 
 def time_per_update_text(f) -> str:
-    knees = ", ".join(f"{o} {k:,}" for o, k in f.knees) if f.knees else "none within the grid"
-    out = (f"One update at batch 10 costs **{fmt(f.cost_bs10, '.2f')}x** one at batch 1, at batch 100 "
-           f"**{fmt(f.cost_bs100, '.2f')}x** (medians over optimizers). Claim 1 (a batch of 10 costs about as much "
-           f"as a batch of 1) {'holds' if f.claim1_holds else 'does not hold'} on this hardware. Knee (smallest "
-           f"batch after which time per update grows at least as the square root of the batch): {knees}.")
+    parts = []
+    for c in f.claims:
+        text = (f"**{c.label(f.machines)}** ({c.measures}): one update at batch 10 costs "
+                f"{c.cost_bs10.text('.3g', 'x')} one at batch 1, at batch 100 {c.cost_bs100.text('.3g', 'x')} "
+                "(median over optimizers).")
+        if c.claim1 is not None:
+            text += f" Claim 1 is {c.claim1.text()}."
+        if c.claim2 is not None:
+            text += f" Claim 2 is {c.claim2.text()}."
+        parts.append(text + " Knee (smallest batch after which time per update grows at least as the square root "
+                            f"of the batch): {_knees(c)}.")
+    out = "\n\n".join(parts)
     n = f.noise
     if n:
-        out += (f" Gradient noise scale B_simple (McCandlish et al., on the probe set; {n.where}): median "
+        out += (f"\n\nGradient noise scale B_simple (McCandlish et al., on the probe set; {n.where}): median "
                 f"{n.first:.3g} at the first probe, {n.last:.3g} at the last, {n.low:.3g} to {n.high:.3g} over "
                 "training; their published value for MNIST is about 900. B_simple is the batch size beyond which a "
                 "bigger batch stops saving updates; the knee is where a bigger batch stops being free on this "
@@ -71,13 +142,13 @@ def speed_vs_stability_text(f) -> str:
     if f.fastest:
         opt, batch, seconds = f.fastest
         reach = (f"{f.reached} of {f.cells} cells reached the target test accuracy ({f.targets}); fastest: "
-                 f"{opt} at batch {batch} in {seconds:.1f} s.")
+                 f"{opt} at batch {batch} in {seconds.text('.3g', ' s')} of steady training.")
     else:
         reach = f"No cell reached the target test accuracy ({f.targets})."
     spread = (f" Largest spread of final accuracy over seeds: {f.max_spread:.3f}." if f.max_seeds > 1
               else " One seed per cell: run with `--seeds 0,1,2` to measure the spread.")
     return (f"Highest final test accuracy: {f.best_optimizer} at batch {f.best_batch}, {f.best_accuracy:.3f} after "
-            f"{f.best_train_time_s:.1f} s of training. " + reach + spread)
+            f"{f.best_train_time_s:.1f} s of steady training. " + reach + spread)
 
 
 def grid_saddle_text(f: GridSaddle) -> str:
@@ -98,28 +169,38 @@ def saddle_text(f) -> str:
     return grid_saddle_text(f[0])
 
 
+def gpu_text(f) -> str:
+    energy = ", ".join(f"batch {b}: {j:.3g} J" for b, j in f.energy_per_epoch_j.items()) or "not measured"
+    target = ", ".join(f"batch {b}: {j:.3g} J" for b, j in f.energy_to_target_j.items()) or "no cell reached it"
+    return (f"Sampled during the steady epochs only. Energy of a steady epoch (median over optimizers): {energy}. "
+            f"Energy to the target accuracy (steady epochs): {target}.")
+
+
 def machines_text(f) -> str:
-    return (f"Epoch time relative to {f.baseline} (median over optimizers, below 1 = faster): "
-            + "; ".join(f"{m}: " + ", ".join(f"batch {b:,} {r:.2f}x" for b, r in ratio.items())
+    return (f"Epoch time relative to {f.baseline} (median over optimizers, 95% interval, below 1 = faster): "
+            + "; ".join(f"{m}: " + ", ".join(f"batch {b:,} {r.text('.3g', 'x')}" for b, r in ratio.items())
                         for m, ratio in f.ratios.items()) + ".")
 
 
 def efficiency_text(f) -> str:
+    process = f" (the process's own peak over the sweep: {f.process_peak_mib:,.0f} MiB)" if f.process_peak_mib else ""
+    memory = ", ".join(f"{b:,}: {m:,.0f} MiB" for b, m in f.memory_mib.items()) or "not measured"
     return (f"Measured matmul peak: {f.peak_gflops:.0f} GFLOP/s (float32, the device the runs trained on). Achieved "
             "share of it by batch size (median over optimizers): " + ", ".join(f"{b:,}: {p:.2g}%" for b, p in f.pct.items())
-            + ". Peak host memory of a run by batch size (max over optimizers): "
-            + ", ".join(f"{b:,}: {m:,.0f} MiB" for b, m in f.memory_mib.items()) + ".")
+            + f". A run's own peak host memory above what the process held when it started, by batch size (max over "
+              f"optimizers): {memory}{process}.")
 
 
 def dispatch_text(f) -> str:
-    out = ("Time per update, default vs fast (median over optimizers): " + ", ".join(
-        f"batch {b:,}: {f.ms[b][0]:.3g} vs {f.ms[b][1]:.3g} ms ({r:.2f}x)" for b, r in f.ratio.items())
+    out = ("Time per update, default vs fast (median over optimizers, 95% interval of the ratio): " + ", ".join(
+        f"batch {b:,}: {f.ms[b][0]:.3g} vs {f.ms[b][1]:.3g} ms ({r.text('.3g', 'x')})" for b, r in f.ratio.items())
         + ". The difference is Keras' per-step host work (dispatch, the data iterator, callbacks' bookkeeping) that "
         "`fast` removes.")
     if f.fast_pct:
         out += (" With `fast`, the achieved share of the matmul peak (median over optimizers) is "
                 + ", ".join(f"{b:,}: {p:.2g}%" for b, p in f.fast_pct.items())
-                + f"; peak host memory up to {f.fast_memory_mib:,.0f} MiB.")
+                + (f"; a run's own peak host memory up to {f.fast_memory_mib:,.0f} MiB" if f.fast_memory_mib else "")
+                + ".")
     return out
 
 
@@ -128,15 +209,26 @@ def learning_curves_text(f) -> str:
             + ", ".join(f"{b}: {fmt(a, '.3f')}" for b, a in f.final_by_batch.items()) + ".")
 
 
+RUN_COLUMNS = {"machine": "machine", "dispatch.mode": "mode", "budget": "budget", "optimizer": "optimizer",
+               "batch_label": "batch", "seed": "seed", "status": "status", "epoch_time_s": "epoch s",
+               "spread": "spread", "compile_s": "compile s", "time_per_update_s": "s/update",
+               "test_accuracy": "test acc", "time_to_target_s": "time to target s", "loss_noise": "loss noise"}
+
+
 def runs_table(runs: pd.DataFrame) -> str:
-    cols = {"machine": "machine", "optimizer": "optimizer", "batch_label": "batch", "seed": "seed",
-            "status": "status", "epoch_time_s": "epoch s", "time_per_update_s": "s/update",
-            "examples_per_s": "examples/s", "test_accuracy": "test acc", "time_to_target_s": "time to target s",
-            "loss_noise": "loss noise"}
-    t = runs.sort_values(["machine", "optimizer", "batch_size", "seed"])[list(cols)].rename(columns=cols)
-    for c in ("epoch s", "s/update", "examples/s", "test acc", "time to target s", "loss noise"):
-        t[c] = t[c].map(lambda v: fmt(v, ".4g"))
-    return table(t)
+    """Every run, one table per protocol; a timing marked * is unstable."""
+    out = []
+    runs = runs.assign(budget=runs["budget"].fillna("epochs (grid)"))
+    for _, group in runs.groupby([*PROTOCOL_COLUMNS], observed=True, sort=False):
+        t = (group.sort_values(["machine", "optimizer", "batch_size", "seed"])[list(RUN_COLUMNS)]
+             .rename(columns=RUN_COLUMNS))
+        for c in ("epoch s", "compile s", "s/update", "test acc", "time to target s", "loss noise"):
+            t[c] = t[c].map(lambda v: fmt(v, ".4g"))
+        t["spread"] = t["spread"].map(lambda v: fmt(v, ".0%"))
+        t["epoch s"] = [e + (" *" if u else "") for e, u in zip(t["epoch s"], group.sort_values(
+            ["machine", "optimizer", "batch_size", "seed"])["unstable"])]
+        out.append(f"### {protocol_label(group.iloc[0])}\n\n" + table(t))
+    return "\n\n".join(out) + "\n\n`*`: unstable timing (see *Unstable timings*); spread: the steady samples' IQR / median."
 
 
 SECTIONS = (  # figure key, section title, the finding's text
@@ -145,7 +237,7 @@ SECTIONS = (  # figure key, section title, the finding's text
     ("speed_vs_stability", "3. Speed vs stability", speed_vs_stability_text),
     ("saddle", "4. Loss and gradient norm per update (saddle points)", saddle_text),
     ("learning_curves", "5. Learning curves", learning_curves_text),
-    ("gpu", "6. GPU utilisation and power", None),
+    ("gpu", "6. GPU utilisation, power and energy", gpu_text),
     ("machines", "7. Machines side by side", machines_text),
     ("efficiency", "8. Efficiency against the machine's own peak", efficiency_text),
     ("dispatch", "9. Framework dispatch: default vs fast", dispatch_text),
@@ -182,8 +274,10 @@ def render(f: Findings, figures: dict) -> str:
         "How batch size and optimizer trade training speed against stability: the lecture's MLP "
         "(784-500-500-10) on MNIST, measured on the machines below. Generated by `python -m analysis report`; "
         "every number comes from the result files listed.\n",
-        machines_section(runs),
+        machines_section(runs, f.duplicates),
         protocol_section(runs),
+        verdicts_section(f),
+        unstable_section(f),
     ]
     if len(failed):
         parts.append("## Runs that did not finish\n\n" + table(failed[["machine", "optimizer", "batch_label", "seed",

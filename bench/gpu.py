@@ -9,15 +9,19 @@ from __future__ import annotations
 import os
 import statistics
 import threading
+import time
 
 NULL_SUMMARY = {
     "samples": 0,
+    "samples_per_epoch": [],
     "name": None,
     "util_mean_pct": None,
     "util_max_pct": None,
     "memory_used_max_mib": None,
     "power_mean_w": None,
     "energy_j": None,
+    "energy_per_epoch_j": None,
+    "energy_source": None,
 }
 
 
@@ -85,14 +89,21 @@ def describe_gpus(nvml=None) -> dict:
 
 
 class GpuSampler:
-    """Samples one GPU every `interval_s` on a background thread, counting only while `active`.
+    """Samples one GPU on a background thread during the steady epochs only (the compile epoch and everything
+    between epochs are not sampled), and reads NVML's energy counter at each steady epoch's start and end.
 
-    Training callbacks switch `active` on at each epoch's start and off at its end, so evaluation
-    and set-up are excluded; the energy counter is read at the same two moments.
+    The sampling interval follows the epochs: after each steady epoch it is set to give PER_EPOCH samples in
+    an epoch of that length, between MIN_INTERVAL_S and MAX_INTERVAL_S; the count of each epoch is recorded.
+    Energy is the counter's difference summed over the steady epochs where the GPU has the counter (Volta and
+    newer), else mean power times epoch time ("integrated power"); the record says which.
     """
 
-    def __init__(self, interval_s: float = 0.05, nvml=None, index: int | None = None):
-        self.interval_s = interval_s
+    PER_EPOCH = 10
+    MIN_INTERVAL_S = 0.002
+    MAX_INTERVAL_S = 0.05
+
+    def __init__(self, interval_s: float | None = None, nvml=None, index: int | None = None):
+        self.interval_s = interval_s or self.MIN_INTERVAL_S  # the first steady epoch's length is not known yet
         self.reason = None
         if nvml is None:
             nvml, self.reason = load_nvml()
@@ -110,9 +121,9 @@ class GpuSampler:
                 self.reason = f"NVML query failed: {exc}"
         self.active = False
         self._util, self._mem, self._power = [], [], []
-        self._energy_mj = 0.0
-        self._energy_ok = self.handle is not None
-        self._energy_start = None
+        self._per_epoch, self._epoch_energy_j, self._epoch_s = [], [], []
+        self._counter = self.handle is not None
+        self._energy_start = self._epoch_start = None
         self._errors = 0
         self._last_error = None
         self._stop = threading.Event()
@@ -154,41 +165,63 @@ class GpuSampler:
         self._mem.append(mem)
         self._power.append(power)
 
-    def _energy(self):
+    def _energy_mj(self):
         try:
             return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
         except self.nvml.NVMLError:
-            self._energy_ok = False  # not supported before Volta
+            self._counter = False  # not supported before Volta: integrated power instead
             return None
 
-    def start_epoch(self):
-        if self.available and self._energy_ok:
-            self._energy_start = self._energy()
+    def start_epoch(self, steady: bool = True):
+        """Start sampling an epoch; the compile epoch (steady=False) is not sampled."""
+        if not (self.available and steady):
+            return
+        self._first_sample = len(self._power)
+        self._energy_start = self._energy_mj() if self._counter else None
+        self._epoch_start = time.perf_counter()
         self.active = True
 
     def end_epoch(self):
+        if not self.active:
+            return
         self.active = False
-        if self.available and self._energy_ok and self._energy_start is not None:
-            end = self._energy()
-            if end is not None:
-                self._energy_mj += end - self._energy_start
+        seconds = time.perf_counter() - self._epoch_start
+        powers = self._power[self._first_sample:]
+        end = self._energy_mj() if self._counter and self._energy_start is not None else None
+        if end is not None:
+            self._epoch_energy_j.append((end - self._energy_start) / 1000.0)
+        elif powers:
+            self._epoch_energy_j.append(statistics.fmean(powers) * seconds)
+        self._per_epoch.append(len(powers))
+        self._epoch_s.append(seconds)
+        self.interval_s = min(self.MAX_INTERVAL_S, max(self.MIN_INTERVAL_S, seconds / (self.PER_EPOCH + 2)))
 
     def summary(self) -> dict:
         """The run record's `gpu` entry."""
         if not self.available:
             return {"available": False, "reason": self.reason, **NULL_SUMMARY}
-        out = {"available": True, "reason": None, **NULL_SUMMARY, "name": self.name, "samples": len(self._util)}
+        out = {"available": True, "reason": None, **NULL_SUMMARY, "name": self.name, "samples": len(self._util),
+               "samples_per_epoch": list(self._per_epoch)}
         if self._util:
             out["util_mean_pct"] = round(statistics.fmean(self._util), 2)
             out["util_max_pct"] = float(max(self._util))
-        if self._mem:
             out["memory_used_max_mib"] = round(max(self._mem), 1)
-        if self._power:
             out["power_mean_w"] = round(statistics.fmean(self._power), 2)
-        if self._energy_ok:
-            out["energy_j"] = round(self._energy_mj / 1000.0, 3)
-        if self._errors:
-            out["reason"] = f"{self._errors} NVML sample(s) failed mid-run: {self._last_error}"
-        elif not self._util:
-            out["reason"] = f"no sample taken (epochs shorter than the {self.interval_s * 1000:.0f} ms interval)"
+        if self._epoch_energy_j and len(self._epoch_energy_j) == len(self._epoch_s):
+            out["energy_j"] = round(sum(self._epoch_energy_j), 3)
+            out["energy_per_epoch_j"] = round(out["energy_j"] / len(self._epoch_s), 3)
+            out["energy_source"] = "counter" if self._counter else "integrated power"
+        out["reason"] = self._shortfall()
         return out
+
+    def _shortfall(self) -> str | None:
+        if self._errors:
+            return f"{self._errors} NVML sample(s) failed mid-run: {self._last_error}"
+        if not self._epoch_s:
+            return "no steady epoch was sampled"
+        few = sum(1 for n in self._per_epoch if n < self.PER_EPOCH)
+        if few:
+            return (f"{few} of {len(self._per_epoch)} steady epochs had fewer than {self.PER_EPOCH} samples (epochs "
+                    f"of {min(self._epoch_s) * 1000:.3g} ms or more; NVML sampled every "
+                    f"{self.MIN_INTERVAL_S * 1000:.0f} ms or more)")
+        return None

@@ -69,30 +69,40 @@ def code_version() -> str:
     return f"{v}+{commit}" if commit else v
 
 
-def reset_peak_host_memory() -> bool:
-    """Reset the kernel's high-water mark of this process's resident memory (Linux: /proc/self/clear_refs)."""
+def _status_mib(key: str) -> float | None:
+    """A /proc/self/status entry (VmRSS, VmHWM) in MiB; None where there is none (not Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_host_memory() -> float | None:
+    """Reset the kernel's high-water mark of this process's resident memory (Linux: /proc/self/clear_refs) and
+    return the resident memory at that moment (MiB), the base a run's own peak is measured from; None where
+    the mark cannot be reset."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return True
     except OSError:
-        return False
+        return None
+    return _status_mib("VmRSS")
 
 
-def peak_host_memory_mib(since_reset: bool = True) -> dict:
-    """{'peak_mib', 'source'}: the process's peak resident memory (VmHWM since the last reset, else ru_maxrss:
-    the whole process's peak)."""
-    if since_reset:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return {"peak_mib": round(int(line.split()[1]) / 1024, 1), "source": "VmHWM since run start"}
-        except OSError:
-            pass
+def peak_host_memory_mib(start_mib: float | None = None) -> dict:
+    """{'peak_mib', 'run_mib', 'source'}: the process's peak resident memory since reset_peak_host_memory()
+    (VmHWM), and the run's own share of it (peak minus the resident memory at the reset); without a reset, the
+    whole process's peak (ru_maxrss) and no share of the run."""
+    peak = _status_mib("VmHWM") if start_mib is not None else None
+    if peak is not None:
+        return {"peak_mib": peak, "run_mib": round(max(0.0, peak - start_mib), 1), "source": "VmHWM since run start"}
     import resource
     import sys
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return {"peak_mib": round(rss / (2**20 if sys.platform == "darwin" else 1024), 1),
+    return {"peak_mib": round(rss / (2**20 if sys.platform == "darwin" else 1024), 1), "run_mib": None,
             "source": "ru_maxrss (process peak)"}

@@ -53,6 +53,8 @@ class State:
     started: bool = False
     to_run: list = field(default_factory=list)  # the cells left after collection (and --resume)
     failed: list = field(default_factory=list)  # benchmark-JSON entries of cells that are not timings
+    unstable: list = field(default_factory=list)  # (node id, reason) of cells whose kept timing is unstable
+    reruns: int = 0  # --rerun-unstable
 
 
 STATE = pytest.StashKey[State]()
@@ -81,6 +83,9 @@ def pytest_addoption(parser):
     group.addoption("--no-calibration", dest="bench_no_calibration", action="store_true",
                     help="skip measuring the device's matmul rate and memory bandwidth before the first run (~2 s "
                          "on a CPU); runs then carry no peak_fraction")
+    group.addoption("--rerun-unstable", dest="bench_rerun_unstable", default="0", metavar="N",
+                    help="train a cell whose timing is unstable again, up to N more times, and keep its most stable "
+                         "attempt (every attempt is stored; default 0)")
     group.addoption("--no-probes", dest="bench_no_probes", action="store_true",
                     help="skip the curvature and noise probes between epochs (pure speed runs)")
     group.addoption("--deterministic", dest="bench_deterministic", action="store_true",
@@ -104,7 +109,7 @@ def _parse(config) -> State:
     threads = opt("bench_threads")
     return State(sweep=sweep, experiment=experiment, experiment_cells=cells, store=opt("bench_store"),
                  threads=None if threads is None else grid.parse_threads(threads),
-                 machine_label=opt("bench_machine_label"))
+                 machine_label=opt("bench_machine_label"), reruns=grid.parse_reruns(opt("bench_rerun_unstable")))
 
 
 def pytest_configure(config):
@@ -235,39 +240,54 @@ def bench_state(request) -> State:
 
 
 def is_timing(rec: record.Record) -> bool:
-    """Whether a run's epoch times are timings: it finished, or diverged after at least one steady epoch.
-    A cell that ended in error, oom or interrupted has none, whatever its wall time."""
-    return rec.status == "ok" or (rec.status == "diverged" and len(rec.epoch_times_s) > 1)
+    """Whether a run's steady samples are timings: it finished or diverged, after at least one steady epoch. A
+    cell that ended in error, oom or interrupted has none, whatever its wall time; a run of one epoch has none
+    either (that epoch compiles)."""
+    return rec.status in ("ok", "diverged") and bool(rec.steady_samples_s)
+
+
+def _attempts(cell, state, train, progress, node) -> record.Record:
+    """Train the cell, again while its timing is unstable (up to --rerun-unstable more times); every attempt is
+    stored as it finishes, the most stable one is returned."""
+    attempts = []
+    for attempt in range(1, state.reruns + 2):
+        rec = train(cell, state.mnist, peak=state.calibration, on_epoch=progress, attempt=attempt)
+        record.append(state.store, node.nodeid, rec.to_dict(), machine=_machine(state), version=state.code_version)
+        attempts.append(rec)
+        if not rec.unstable or rec.status not in record.FINISHED:
+            break
+    return min(attempts, key=lambda r: record.stability_key(r.status, r.unstable, r.spread))
 
 
 @pytest.fixture
 def run_cell(request, benchmark, bench_state):
-    """Train one cell; its record goes to extra_info and the store, its steady epochs to pytest-benchmark's stats.
+    """Train one cell; its record goes to extra_info and the store, its steady samples to pytest-benchmark's stats.
     A cell whose epochs are not timings (is_timing) gets no stats: it is written to the benchmark JSON under
-    `failed_runs`, beside the `benchmarks` that `pytest-benchmark compare` reads."""
+    `untimed_runs`, beside the `benchmarks` that `pytest-benchmark compare` reads."""
     from bench.train import run
 
-    config = request.config
-    verbose = config.getoption("verbose") > 0
+    config, node = request.config, request.node
 
     def progress(epoch, seconds):
-        if verbose:
-            _say(config, f"  {request.node.callspec.id}: epoch {epoch} {seconds:.3f} s")
+        if config.getoption("verbose") > 0:
+            _say(config, f"  {node.callspec.id}: epoch {epoch} {seconds:.3f} s")
 
     def _run(cell: grid.RunConfig) -> record.Record:
-        rec = run(cell, bench_state.mnist, peak=bench_state.calibration, on_epoch=progress)
+        rec = _attempts(cell, bench_state, run, progress, node)
         data = rec.to_dict()
         benchmark.group = cell.optimizer if cell.budget is None else f"{cell.profile}: sgd, same {cell.budget}"
         benchmark.params = cell.params
         benchmark.extra_info.update(data)
-        benchmark._mode = "mnist-mlp-bench epoch times"  # used, with or without stats (no "not used" warning)
+        benchmark._mode = "mnist-mlp-bench steady samples"  # used, with or without stats (no "not used" warning)
         if is_timing(rec) and benchmark.enabled:
-            record_epoch_times(benchmark, rec)
+            stats = benchmark._make_stats(1)  # fixture internals; tests check the JSON they produce
+            for t in rec.steady_samples_s:
+                stats.update(t)
         else:
-            bench_state.failed.append({"name": request.node.name, "fullname": request.node.nodeid,
-                                       "group": benchmark.group, "params": cell.params, "extra_info": data})
-        record.append(bench_state.store, request.node.nodeid, data, machine=_machine(bench_state),
-                      version=bench_state.code_version)
+            bench_state.failed.append({"name": node.name, "fullname": node.nodeid, "group": benchmark.group,
+                                       "params": cell.params, "extra_info": data})
+        if rec.unstable and rec.status in record.FINISHED:
+            bench_state.unstable.append((node.nodeid, rec.unstable_reason))
         if rec.status == "interrupted":
             raise KeyboardInterrupt  # recorded and stored: now stop the sweep as the user asked
         if rec.status != "ok":
@@ -277,24 +297,24 @@ def run_cell(request, benchmark, bench_state):
     return _run
 
 
-def record_epoch_times(benchmark, rec: record.Record) -> None:
-    """Make pytest-benchmark's stats the run's steady-state epoch times.
-
-    A Keras epoch cannot be re-run as a pytest-benchmark round (each round would be a new fit with its own
-    set-up), so the times measured inside one fit are fed to the fixture's stats object. This uses the
-    fixture's internal `_make_stats`; tests check the JSON it produces.
-    """
-    times = rec.epoch_times_s
-    steady = times[1:] or times  # the first epoch includes tracing: kept apart as first_epoch_s
-    stats = benchmark._make_stats(1)
-    for t in steady:
-        stats.update(t)
+def pytest_terminal_summary(terminalreporter, config):
+    """The cells whose timing is unstable, and how to measure them again."""
+    state = config.stash.get(STATE, None)
+    if state is None or not state.unstable:
+        return
+    tr = terminalreporter
+    tr.section(f"mnist-mlp-bench: {len(state.unstable)} unstable timing(s)", yellow=True)
+    for nodeid, reason in state.unstable:
+        tr.write_line(f"{nodeid}: {reason}")
+    tr.write_line("Measure them again with the same options, naming each by its node id instead of `bench` (e.g. "
+                  f"pytest \"{state.unstable[0][0]}\" ...), or rerun unstable cells at once with "
+                  "--rerun-unstable N; a figure draws an unstable cell hollow.")
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     state = config.stash.get(STATE, None)
     if state is not None and state.failed:
-        output_json["failed_runs"] = state.failed
+        output_json["untimed_runs"] = state.failed
 
 
 @pytest.hookimpl(trylast=True)

@@ -9,14 +9,21 @@ import datetime
 import fcntl
 import json
 import os
+import statistics
 import types
 import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCHEMA = "mnist-mlp-bench/1"
-SCHEMAS = ("mnist-mlp-bench/1",)  # what the reader accepts (older ones are upgraded on reading)
+SCHEMA = "mnist-mlp-bench/2"
+SCHEMAS = ("mnist-mlp-bench/1", "mnist-mlp-bench/2")  # what the reader accepts (older ones are upgraded)
+
+# What counts as evidence (DESIGN.md): a timing rests on at least MIN_SAMPLES steady samples; a cell whose samples
+# spread more than UNSTABLE_SPREAD around their median, or whose median is slower than the compile epoch, is
+# unstable.
+MIN_SAMPLES = 3
+UNSTABLE_SPREAD = 0.10
 DEFAULT_STORE = ".benchmarks/mnist-mlp-bench-runs.jsonl"
 
 # Statuses that are results: --resume skips their cells. `error` and `interrupted` cells run again.
@@ -39,22 +46,27 @@ def _f(doc: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
     return field(default=default, default_factory=factory, metadata={"doc": doc})
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Gpu:
     """NVML's view of the GPU during the timed epochs; on a machine without one, available=False and a reason."""
 
     available: bool = _f("an NVIDIA GPU was found by NVML and sampled")
     reason: str | None = _f("why there are no (or incomplete) GPU numbers", None)
     name: str | None = _f("the GPU's name as NVML reports it", None)
-    samples: int = _f("NVML samples taken during the timed epochs", 0)
+    samples: int = _f("NVML samples taken during the steady epochs (the compile epoch is not sampled)", 0)
+    samples_per_epoch: list[int] = _f("NVML samples of each steady epoch (at least 10 where the epoch allows)",
+                                      factory=list)
     util_mean_pct: float | None = _f("mean GPU utilisation over the samples (%)", None)
     util_max_pct: float | None = _f("highest GPU utilisation sampled (%)", None)
     memory_used_max_mib: float | None = _f("highest device memory in use (MiB)", None)
     power_mean_w: float | None = _f("mean board power over the samples (W)", None)
-    energy_j: float | None = _f("energy counter difference over the timed epochs (J)", None)
+    energy_j: float | None = _f("energy of the steady epochs (J)", None)
+    energy_per_epoch_j: float | None = _f("energy_j per steady epoch (J)", None)
+    energy_source: str | None = _f("how energy_j was measured: counter (NVML's total-energy counter, its difference "
+                                   "across each steady epoch) or integrated power (mean power x time)", None)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Dispatch:
     """How Keras drove the steps, as actually used."""
 
@@ -68,7 +80,7 @@ class Dispatch:
     threads: dict | None = _f("TensorFlow's {intra_op, inter_op} thread settings (0: one per core); None on JAX")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Probes:
     """The curvature and noise probes taken between epochs (bench/curvature.py)."""
 
@@ -80,7 +92,7 @@ class Probes:
     seconds: float | None = _f("time the probes took, outside the timed epochs (s)", None)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Hessian:
     """Extreme eigenvalues of the probe set's Hessian at one update."""
 
@@ -93,7 +105,7 @@ class Hessian:
     plateau_start: int | None = _f("the plateau it was taken on, by its first update; None at the run's end", None)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Plateau:
     """A stretch of the loss curve where the loss stalls, with its gradient and curvature."""
 
@@ -108,7 +120,7 @@ class Plateau:
     kind: str | None = _f("saddle, minimum or slope; None where no Hessian probe fell inside it")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Record:
     """One training run: what ran, what it cost, what it reached (DESIGN.md's contract). Units are in the names."""
 
@@ -133,7 +145,17 @@ class Record:
     epoch_times_s: list[float] = _f("wall time of each epoch's training steps, evaluation excluded")
     fit_wall_s: float = _f("the whole training call, evaluations and probes included")
     first_epoch_s: float | None = _f("the first epoch, which includes tracing and compilation")
-    epoch_time_s: float | None = _f("steady state: the median of the epochs after the first")
+    steady_samples_s: list[float] = _f("the timing's samples: the steady epochs (every epoch after the first)",
+                                       factory=list)
+    epoch_time_s: float | None = _f("steady state: the median of steady_samples_s")
+    epoch_time_iqr_s: float | None = _f("interquartile range of steady_samples_s", None)
+    spread: float | None = _f("epoch_time_iqr_s / epoch_time_s: how much the samples spread around their median", None)
+    compile_s: float | None = _f("first_epoch_s - epoch_time_s: tracing and compilation, never part of steady time",
+                                 None)
+    unstable: bool = _f("the samples spread more than UNSTABLE_SPREAD, or their median is slower than the compile "
+                        "epoch", False)
+    unstable_reason: str | None = _f("why the timing is unstable", None)
+    attempt: int = _f("1 for the first run of the cell in a sweep; reruns of an unstable cell count up", 1)
     time_per_update_s: float | None = _f("epoch_time_s / steps_per_epoch")
     examples_per_s: float | None = _f("training examples per second in the steady state")
     train_loss: float | None = _f("loss on the training subset after the last epoch")
@@ -154,7 +176,10 @@ class Record:
     flops_per_epoch: int | None = _f("model FLOPs of one epoch's training (forward and backward matmuls)")
     achieved_gflops: float | None = _f("flops_per_epoch / epoch_time_s (GFLOP/s)")
     peak_fraction: float | None = _f("achieved_gflops / the session's measured matmul peak")
-    host_memory_peak_mib: float | None = _f("peak resident memory of the process during the run (MiB)")
+    host_memory_peak_mib: float | None = _f("the process's peak resident memory during the run, earlier runs' "
+                                            "memory included (MiB)")
+    host_memory_run_mib: float | None = _f("the run's own peak: the process's peak during the run minus its "
+                                           "resident memory when the run started (MiB)", None)
     host_memory_source: str | None = _f("how it was measured")
     diverged: bool = _f("the loss became NaN/inf")
     gpu: Gpu = _f("NVML's samples of the timed epochs")
@@ -251,6 +276,40 @@ def _build(cls, data: dict, where: str):
     return cls(**values)
 
 
+# --- timing -----------------------------------------------------------------------------------------------
+
+def steady_timing(epoch_times: list) -> dict:
+    """The record's timing fields from a run's epoch times: the steady samples (every epoch after the first,
+    whose first steps trace and compile), their median and spread, the compile time, and whether the timing is
+    unstable (fewer than MIN_SAMPLES samples, a spread above UNSTABLE_SPREAD, or a sample slower than the
+    compile epoch: its median above the first epoch, which also compiled)."""
+    times = [float(t) for t in epoch_times]
+    samples = times[1:]
+    out = {"steady_samples_s": samples, "epoch_time_s": None, "epoch_time_iqr_s": None, "spread": None,
+           "compile_s": None}
+    reasons = []
+    if len(samples) < MIN_SAMPLES:
+        reasons.append(f"{len(samples)} steady sample(s), fewer than {MIN_SAMPLES}")
+    if samples:
+        median = statistics.median(samples)
+        q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else (median,) * 3
+        out.update(epoch_time_s=median, epoch_time_iqr_s=q3 - q1, spread=(q3 - q1) / median if median else None,
+                   compile_s=times[0] - median)
+        if out["spread"] is not None and out["spread"] > UNSTABLE_SPREAD:
+            reasons.append(f"samples spread {out['spread']:.0%} of their median (IQR), above {UNSTABLE_SPREAD:.0%}")
+        if median > times[0]:
+            reasons.append(f"the steady epochs ({median:.3g} s, median) are slower than the compile epoch "
+                           f"({times[0]:.3g} s)")
+    out["unstable"] = bool(reasons)
+    out["unstable_reason"] = "; ".join(reasons) or None
+    return out
+
+
+def stability_key(status: str, unstable: bool, spread: float | None) -> tuple:
+    """Of several attempts at one cell, the smallest key is kept: finished, then stable, then the least spread."""
+    return status not in FINISHED, bool(unstable), spread if spread is not None else float("inf")
+
+
 # --- older files ------------------------------------------------------------------------------------------
 
 def upgrade(data: dict) -> dict:
@@ -277,6 +336,14 @@ def upgrade(data: dict) -> dict:
     d.setdefault("mode", "default")
     d.setdefault("driver", "keras_fit")
     d.setdefault("threads", None)
+    if "steady_samples_s" not in r:  # schema 1: the samples, spread and compile time from its epoch times
+        timing = steady_timing(r.get("epoch_times_s") or [])
+        timing["epoch_time_s"] = r.get("epoch_time_s")  # as recorded (1-epoch runs timed their only epoch)
+        for key, v in timing.items():
+            r.setdefault(key, v)
+        gpu = r.get("gpu") or {}
+        if gpu.get("energy_j") is not None:
+            gpu.setdefault("energy_source", "counter, every epoch (compile included: schema 1)")
     _fill_defaults(Record, r)
     return r
 
@@ -289,6 +356,8 @@ def _fill_defaults(cls, data) -> None:
     for f in dataclasses.fields(cls):
         if f.name not in data and f.default is not dataclasses.MISSING:
             data[f.name] = f.default
+        elif f.name not in data and f.default_factory is not dataclasses.MISSING:
+            data[f.name] = f.default_factory()
         inner = _dataclass_in(hints[f.name])
         if inner is not None and f.name in data:
             for item in data[f.name] if isinstance(data[f.name], list) else [data[f.name]]:

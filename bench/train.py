@@ -6,7 +6,6 @@ Backend-neutral: everything that differs between Keras' backends comes from benc
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -15,7 +14,7 @@ from bench.gpu import GpuSampler
 from bench.grid import MAX_CURVE_POINTS, RunConfig
 from bench.machine import peak_host_memory_mib, reset_peak_host_memory
 from bench.model import flops_per_example, make_optimizer
-from bench.record import SCHEMA, Dispatch, Gpu, Hessian, Plateau, Probes, Record
+from bench.record import SCHEMA, Dispatch, Gpu, Hessian, Plateau, Probes, Record, steady_timing
 
 EVAL_BATCH_SIZE = 1000  # evaluation is untimed; a fixed batch keeps its cost independent of the grid
 # --dispatch fast records the gradient norm at no more points per run than this (the loss at up to
@@ -38,7 +37,7 @@ def _epoch_clock_class(keras):
             self._start = None
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.sampler.start_epoch()
+            self.sampler.start_epoch(steady=epoch > 0)  # the first epoch compiles: not sampled
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
@@ -105,7 +104,7 @@ class Setup:
     prober: object
     clock: object
     sampler: GpuSampler
-    memory_measured: bool
+    memory_start_mib: float | None
 
 
 @dataclass
@@ -125,7 +124,7 @@ def prepare(cfg: RunConfig, data, max_curve_points: int, sampler: GpuSampler | N
     backend = backends.current()
     keras = backend.keras
     keras.backend.clear_session(free_memory=True)
-    measured = reset_peak_host_memory()
+    memory_start = reset_peak_host_memory()
     keras.utils.set_random_seed(cfg.seed)
     x_train, y_train, x_test, y_test = data.prepared(cfg.train_size)
     recorder = backend.curve_recorder(cfg.expected_updates, max_curve_points,
@@ -143,7 +142,7 @@ def prepare(cfg: RunConfig, data, max_curve_points: int, sampler: GpuSampler | N
     sampler = sampler or GpuSampler()
     clock = _epoch_clock_class(keras)(x_test, y_test, sampler, prober, on_epoch)
     return Setup(model, optimizer, x_train, y_train, learning_rate, len(x_test), recorder, prober, clock, sampler,
-                 measured)
+                 memory_start)
 
 
 def fit_and_classify(cfg: RunConfig, s: Setup) -> Outcome:
@@ -179,16 +178,10 @@ def _finite(x):
     return x if x is not None and math.isfinite(x) else None
 
 
-def _median_steady(times: list) -> float | None:
-    """Median epoch time without the first epoch (tracing/compilation); the first if it is all there is."""
-    if not times:
-        return None
-    return statistics.median(times[1:]) if len(times) > 1 else times[0]
-
-
 def timing(cfg: RunConfig, times: list, peak: dict | None) -> dict:
-    """The record's timing and efficiency fields from the epoch times."""
-    epoch_time = _median_steady(times)
+    """The record's timing and efficiency fields from the epoch times (steady state: bench.record.steady_timing)."""
+    steady = steady_timing(times)
+    epoch_time = steady["epoch_time_s"]
     # examples per timed epoch: the training subset, or one interval of a fixed update budget
     examples = cfg.steps_per_epoch * cfg.batch_size if cfg.total_updates else cfg.train_size
     flops = examples * flops_per_example()
@@ -197,7 +190,7 @@ def timing(cfg: RunConfig, times: list, peak: dict | None) -> dict:
     return {
         "epoch_times_s": [float(t) for t in times],
         "first_epoch_s": float(times[0]) if times else None,
-        "epoch_time_s": epoch_time,
+        **steady,
         "time_per_update_s": epoch_time / cfg.steps_per_epoch if epoch_time else None,
         "examples_per_s": examples / epoch_time if epoch_time else None,
         "flops_per_epoch": flops,
@@ -243,10 +236,10 @@ def dispatch(cfg: RunConfig, model) -> Dispatch:
                     threads=backend.threads())
 
 
-def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None) -> Record:
+def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, attempt: int = 1) -> Record:
     ok, clock = out.status == "ok", s.clock
     loss_curve, grad_curve = s.recorder.curves() if s.recorder else ([], [])
-    memory = peak_host_memory_mib(since_reset=s.memory_measured)
+    memory = peak_host_memory_mib(s.memory_start_mib)
     return Record(
         schema=SCHEMA, status=out.status, error=out.error, profile=cfg.profile, optimizer=cfg.optimizer,
         batch_size=cfg.batch_size, full_batch=cfg.full_batch, budget=cfg.budget, activation=cfg.activation,
@@ -263,18 +256,21 @@ def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None) -> R
         curve_stride=s.recorder.stride if s.recorder else None,
         grad_norm_stride=s.recorder.norm_stride if s.recorder else None,
         **probes(cfg, s, out.status, loss_curve, grad_curve),
-        host_memory_peak_mib=memory["peak_mib"], host_memory_source=memory["source"],
+        host_memory_peak_mib=memory["peak_mib"], host_memory_run_mib=memory["run_mib"],
+        host_memory_source=memory["source"],
         diverged=out.status == "diverged", gpu=Gpu(**s.sampler.summary()), dispatch=dispatch(cfg, s.model),
+        attempt=attempt,
     )
 
 
 def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampler: GpuSampler | None = None,
-        peak: dict | None = None, on_epoch=None) -> Record:
+        peak: dict | None = None, on_epoch=None, attempt: int = 1) -> Record:
     """Train one cell on `data` (a bench.data.Mnist) and return its run record.
 
     `peak`: the session's calibration (bench.calibrate), to score the run against the machine's matmul rate;
-    `on_epoch(epoch, seconds)`: called after each timed epoch (the plugin's progress lines).
+    `on_epoch(epoch, seconds)`: called after each timed epoch (the plugin's progress lines); `attempt`: which
+    run of the cell this is in the sweep (reruns of an unstable timing count up).
     """
     setup = prepare(cfg, data, max_curve_points, sampler, on_epoch)
     outcome = fit_and_classify(cfg, setup)
-    return build_record(cfg, setup, outcome, peak)
+    return build_record(cfg, setup, outcome, peak, attempt)

@@ -1,7 +1,8 @@
 """Test-only faults for real sweeps, loaded into `pytest bench` with `-p tests.faults` (never by the suite):
 
     BENCH_FAULT=error:TEST_ID                 that cell's training raises (a framework failure of one cell)
-    BENCH_FAULT=slow:TEST_ID:EPOCH:SECONDS    that cell's epoch EPOCH (1-based) takes SECONDS longer
+    BENCH_FAULT=slow:TEST_ID:EPOCH:SECONDS    that cell's epoch EPOCH (1-based) takes SECONDS longer, in its first
+                                              attempt only (a rerun of the cell is undisturbed)
 """
 
 import os
@@ -16,10 +17,12 @@ def pytest_configure(config):
 
     kind, test_id, *rest = spec.split(":")
     original = train.fit_epochs
+    seen = []
 
     def fit_epochs(model, x, y, cfg, callbacks=(), use=None):
-        if cfg.test_id != test_id:
+        if cfg.test_id != test_id or (kind == "slow" and seen):
             return original(model, x, y, cfg, callbacks, use)
+        seen.append(cfg.test_id)
         if kind == "error":
             raise RuntimeError("injected failure (tests/faults.py)")
         from bench.backends import current

@@ -54,7 +54,7 @@ def stored(i=0, **over) -> dict:
 def benchmarks(path) -> tuple[list, list]:
     """(timed runs, runs that are not timings) of a benchmark JSON."""
     doc = json.loads(Path(path).read_text())
-    return doc["benchmarks"], doc.get("failed_runs", [])
+    return doc["benchmarks"], doc.get("untimed_runs", [])
 
 
 def sweep_cmd(*args, store=None, mnist=None, plugins=()) -> list[str]:

@@ -58,11 +58,6 @@ def test_machine_label():
     assert machine_label({"machine_label": "EPYC-1thread", "node": "vm"}) == "EPYC-1thread"  # --machine-label wins
 
 
-def test_time_to_target_known_values():
-    assert metrics.time_to_target([2.0, 1.0, 1.0], [0.5, 0.91, 0.95], 0.9) == 3.0
-    assert metrics.time_to_target([2.0, 1.0], [0.5, 0.6], 0.9) != metrics.time_to_target([2.0, 1.0], [0.5, 0.6], 0.9)
-
-
 def test_knee_known_values():
     # flat to 100, then linear in the batch: the knee is 100
     assert metrics.knee([1, 10, 100, 1000, 10000], [1.0, 1.0, 1.2, 12.0, 120.0]) == 100
@@ -97,13 +92,19 @@ def test_cell_summary_spread_over_seeds(built):
     assert cell["test_accuracy_max"] - cell["test_accuracy_min"] == pytest.approx(accs.max() - accs.min())
 
 
+def _plotted(ax) -> list:
+    return [y for line in ax.get_lines() for y in line.get_ydata() if not math.isnan(y)]
+
+
 def test_figures_hold_the_plotted_data(built):
-    _, figs = built
-    ax = figs["epoch_time"].axes[0]
-    lines = [l for l in ax.get_lines() if len(l.get_xdata()) == 4]
-    assert len(lines) == 2  # one per optimizer over the four batch sizes
-    assert any(l.get_label() == "lecture, GTX 980" for l in ax.get_lines())
-    assert len(figs["time_per_update"].axes[0].get_lines()) >= 2
+    found, figs = built
+    cells = found.by_mode
+    plotted = _plotted(figs["epoch_time"].axes[0])
+    for y in cells["epoch_time_s"] * 1000 / cells["train_size"]:  # per 1,000 examples: not the lecture's 50,000
+        assert any(math.isclose(y, p, rel_tol=1e-9) for p in plotted), y
+    assert "lecture, GTX 980" in [t.get_text() for t in figs["epoch_time"].axes[0].get_legend().get_texts()]
+    plotted = _plotted(figs["time_per_update"].axes[0])
+    assert all(any(math.isclose(y * 1000, p, rel_tol=1e-9) for p in plotted) for y in cells["time_per_update_s"])
     assert len(figs["speed_vs_stability"].axes[0].containers) == 2  # an errorbar series per optimizer
     loss_ax = figs["saddle"].axes[0]
     assert {t.get_text() for t in loss_ax.get_legend().get_texts()} == {"batch 1", "batch 10", "batch 100",
@@ -111,6 +112,14 @@ def test_figures_hold_the_plotted_data(built):
     assert len(figs["learning_curves"].axes) == 2
     assert isinstance(figs["gpu"], Skipped) and "no run had a GPU" in figs["gpu"].reason
     assert isinstance(figs["machines"], Skipped)
+
+
+def test_unstable_cells_are_drawn_hollow(built):
+    found, figs = built
+    ax = figs["time_per_update"].axes[0]
+    hollow = [line for line in ax.get_lines() if line.get_markerfacecolor() in ("white", (1.0, 1.0, 1.0, 1.0))
+              and len(line.get_xdata())]
+    assert found.by_mode["unstable"].all() and len(hollow) >= 2  # the fixture's runs have one steady epoch each
 
 
 def test_figure_axes_are_labelled(built):
@@ -162,7 +171,7 @@ def test_bad_input_on_the_command_line_is_one_line_and_status_2(tmp_path, capsys
 
 
 def test_failed_runs_are_shown_not_dropped(tmp_path):
-    """A diverged run among the timings, and an errored one under `failed_runs` (no stats: not a timing)."""
+    """A diverged run among the timings, and an errored one under `untimed_runs` (no stats: not a timing)."""
     from analysis import report
 
     doc = json.loads(FIXTURE.read_text())
@@ -170,7 +179,7 @@ def test_failed_runs_are_shown_not_dropped(tmp_path):
     rec.update(status="diverged", diverged=True, error="training loss became nan in epoch 1", test_accuracy=None)
     failed = doc["benchmarks"].pop()
     failed["extra_info"].update(status="error", error="RuntimeError: injected", epoch_times_s=[], epoch_time_s=None)
-    doc["failed_runs"] = [{k: failed[k] for k in ("name", "fullname", "group", "params", "extra_info")}]
+    doc["untimed_runs"] = [{k: failed[k] for k in ("name", "fullname", "group", "params", "extra_info")}]
     (tmp_path / "d.json").write_text(json.dumps(doc))
     runs = load_runs([tmp_path / "d.json"])
     assert len(runs) == 16 and (runs["status"] == "diverged").sum() == 1 and (runs["status"] == "error").sum() == 1

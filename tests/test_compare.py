@@ -67,7 +67,7 @@ def test_knee_per_machine_and_optimizer(threads):
     for _, k in threads.knees.iterrows():
         g = threads.table[(threads.table["machine"] == k["machine"]) & (threads.table["optimizer"] == k["optimizer"])]
         assert k["knee_batch_size"] == metrics.knee(g["batch_size"], g["time_per_update_s"])
-    table = C.knee_table(threads)
+    (table,) = C.knee_tables(threads).values()  # one protocol: one table
     assert list(table.columns) == ["optimizer", "EPYC-2c-2threads", "EPYC-2c-1thread"] and len(table) == 7
 
 

@@ -71,7 +71,7 @@ def test_no_gpu_here_is_a_result_with_a_reason():
         sampler.start_epoch()
         sampler.end_epoch()
     summary = sampler.summary()
-    assert summary["available"] is False
+    assert summary["available"] is False and summary["samples_per_epoch"] == []
     assert isinstance(summary["reason"], str) and summary["reason"]
     assert all(summary[k] is None for k in ("util_mean_pct", "util_max_pct", "memory_used_max_mib",
                                             "power_mean_w", "energy_j"))
@@ -87,17 +87,61 @@ def test_no_device_reported_by_nvml():
 
 def test_aggregation_of_samples_and_energy():
     nvml = FakeNVML(util=[50, 100, 90, 40], mem_mib=[1000, 3000, 2000, 1500], power_w=[100, 300, 200, 200])
-    sampler = gpu.GpuSampler(interval_s=0.001, nvml=nvml)
+    sampler = gpu.GpuSampler(nvml=nvml)
     sampler.start_epoch()
     for _ in range(4):  # what the background thread does each interval, driven by hand: no sleeping
         sampler.sample_once()
     sampler.end_epoch()
     s = sampler.summary()
     assert s["available"] is True and s["name"] == "Fake GPU 80GB" and s["samples"] == 4
+    assert s["samples_per_epoch"] == [4]
     assert s["util_mean_pct"] == 70.0 and s["util_max_pct"] == 100.0
     assert s["memory_used_max_mib"] == 3000.0
     assert s["power_mean_w"] == 200.0
-    assert s["energy_j"] == 0.5  # one epoch: counter advanced 500 mJ between its two reads
+    assert s["energy_j"] == 0.5 and s["energy_source"] == "counter"  # the counter moved 500 mJ across the epoch
+    assert "fewer than 10 samples" in s["reason"]
+
+
+def test_the_compile_epoch_is_not_sampled_and_energy_is_the_counter_difference():
+    nvml = FakeNVML(util=[90], mem_mib=[100], power_w=[250], energy_mj_step=700)
+    sampler = gpu.GpuSampler(nvml=nvml)
+    sampler.start_epoch(steady=False)  # the first epoch: tracing and compilation
+    assert sampler.active is False and nvml.energy_mj == 0  # not sampled, the counter not even read
+    sampler.end_epoch()
+    for _ in range(2):
+        sampler.start_epoch()
+        for _ in range(12):
+            sampler.sample_once()
+        sampler.end_epoch()
+    s = sampler.summary()
+    # two steady epochs, each read at its start and end: 700 mJ apart, summed
+    assert s["samples_per_epoch"] == [12, 12] and s["samples"] == 24 and nvml.energy_mj == 4 * 700
+    assert s["energy_j"] == 1.4 and s["energy_per_epoch_j"] == 0.7 and s["reason"] is None
+
+
+def test_energy_without_the_counter_is_integrated_power(monkeypatch):
+    clock = iter([10.0, 12.0])  # one steady epoch of 2 s
+    monkeypatch.setattr(gpu.time, "perf_counter", lambda: next(clock))
+    sampler = gpu.GpuSampler(nvml=FakeNVML([10], [10], [150, 250], energy=False))
+    sampler.start_epoch()
+    sampler.sample_once()
+    sampler.sample_once()
+    sampler.end_epoch()
+    s = sampler.summary()
+    assert s["energy_source"] == "integrated power" and s["energy_j"] == 400.0  # 200 W x 2 s
+
+
+def test_the_interval_follows_the_epoch_length(monkeypatch):
+    clock = iter([0.0, 0.024, 1.0, 2.2])
+    monkeypatch.setattr(gpu.time, "perf_counter", lambda: next(clock))
+    sampler = gpu.GpuSampler(nvml=FakeNVML([10], [10], [10]))
+    assert sampler.interval_s == gpu.GpuSampler.MIN_INTERVAL_S  # before any steady epoch: as often as allowed
+    sampler.start_epoch()
+    sampler.end_epoch()  # 24 ms: 12 intervals of 2 ms
+    assert sampler.interval_s == pytest.approx(0.002)
+    sampler.start_epoch()
+    sampler.end_epoch()  # 1.2 s: capped at 50 ms
+    assert sampler.interval_s == gpu.GpuSampler.MAX_INTERVAL_S
 
 
 def test_background_thread_samples_only_while_active():
@@ -114,11 +158,12 @@ def test_background_thread_samples_only_while_active():
     assert s["samples"] > 0 and s["util_mean_pct"] == 80.0 and s["power_mean_w"] == 50.0
 
 
-def test_energy_counter_unsupported_leaves_null():
+def test_energy_counter_unsupported_and_no_sample_leaves_null():
     sampler = gpu.GpuSampler(nvml=FakeNVML([10], [10], [10], energy=False))
     sampler.start_epoch()
     sampler.end_epoch()
-    assert sampler.summary()["energy_j"] is None
+    s = sampler.summary()
+    assert s["energy_j"] is None and s["energy_source"] is None and s["samples_per_epoch"] == [0]
 
 
 def test_describe_gpus_with_nvml():

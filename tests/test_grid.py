@@ -6,12 +6,22 @@ from bench import grid
 
 
 def test_profiles_match_design():
-    assert grid.parse_sweep("smoke").batch_sizes == (1, 10, 100, 1000)
+    smoke = grid.parse_sweep("smoke")
+    assert (smoke.train_size, smoke.batch_sizes) == (500, (1, 10, 100, grid.FULL))
     quick = grid.parse_sweep()
-    assert (quick.profile, quick.train_size, quick.batch_sizes) == ("quick", 10_000, (1, 10, 100, 1000, 10000))
+    assert (quick.profile, quick.train_size, quick.batch_sizes) == ("quick", 5_000, (1, 10, 100, 1000, grid.FULL))
+    # quick keeps the updates of the lecture's 10,000 examples x 2 epochs
+    assert quick.train_size * quick.epochs == 10_000 * 2
     lecture = grid.parse_sweep("lecture")
     assert (lecture.train_size, lecture.epochs) == (50_000, 20)
     assert lecture.batch_sizes[-1] == grid.FULL
+
+
+@pytest.mark.parametrize("profile", list(grid.PROFILES))
+def test_every_profile_gives_each_cell_enough_steady_samples(profile):
+    from bench.record import MIN_SAMPLES
+
+    assert grid.parse_sweep(profile).epochs - 1 >= MIN_SAMPLES  # the first epoch compiles
 
 
 def test_smoke_grid_has_28_cells_with_readable_ids():
@@ -34,7 +44,7 @@ def test_overrides():
 
 
 def test_smaller_train_size_drops_batch_sizes_that_do_not_fit():
-    assert grid.parse_sweep("quick", train_size="150").batch_sizes == (1, 10, 100)
+    assert grid.parse_sweep("quick", train_size="150").batch_sizes == (1, 10, 100, grid.FULL)
 
 
 @pytest.mark.parametrize("train_size,batch,expected", [

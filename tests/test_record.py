@@ -20,7 +20,7 @@ def _records(path: Path) -> list[dict]:
     if path.suffix == ".jsonl":
         return [json.loads(line)["record"] for line in path.read_text().splitlines() if line.strip()]
     doc = json.loads(path.read_text())
-    return [b["extra_info"] for b in doc.get("benchmarks", []) + doc.get("failed_runs", [])]
+    return [b["extra_info"] for b in doc.get("benchmarks", []) + doc.get("untimed_runs", [])]
 
 
 def _contains(new, old) -> bool:
@@ -62,7 +62,8 @@ def test_keys_separate_protocols_settings_and_machines():
     cell = grid.parse_sweep("smoke").cells()[0]
     tf, me = cell.planned("tensorflow", None), "host|cpu|no-gpu"
     key = record.resume_key(tf, me)
-    assert key == record.resume_key(stored(batch_size=cell.batch_size, train_size=1000, optimizer=cell.optimizer,
+    assert key == record.resume_key(stored(batch_size=cell.batch_size, train_size=cell.train_size, epochs=cell.epochs,
+                                           optimizer=cell.optimizer,
                                            dispatch={"mode": "default", "backend": "tensorflow",
                                                      "threads": {"intra_op": 0, "inter_op": 0}}), me)
     others = [cell.planned("jax", None), cell.planned("tensorflow", 1),
@@ -71,7 +72,8 @@ def test_keys_separate_protocols_settings_and_machines():
               grid.RunConfig(**{**cell.__dict__, "dispatch": "fast"}).planned("tensorflow", None)]
     assert len({key, *(record.resume_key(o, me) for o in others)}) == 1 + len(others)
     assert record.resume_key(tf, "other|cpu|no-gpu") != key
-    assert record.protocol_key(tf) == ("smoke", 1000, 2, "sigmoid", "float32", "default", "tensorflow")
+    assert record.protocol_key(tf) == ("smoke", cell.train_size, cell.epochs, "sigmoid", "float32", "default",
+                                       "tensorflow")
     assert record.cell_key(tf) == (cell.optimizer, cell.batch_size, False, None)
 
 

@@ -23,7 +23,7 @@ def test_exact_update_counts(small_mnist, batch_size, train_size, epochs, update
 
 @pytest.fixture(scope="module")
 def adam_record(small_mnist):
-    return train.run(cfg("adam", 10, 1000, 2), small_mnist, max_curve_points=50)
+    return train.run(cfg("adam", 10, 1000, 4), small_mnist, max_curve_points=50)
 
 
 def test_the_record_follows_the_contract(adam_record):
@@ -34,21 +34,24 @@ def test_the_record_follows_the_contract(adam_record):
     assert r.dispatch.backend == "tensorflow" and r.dispatch.mode == "default" and r.dispatch.driver == "keras_fit"
     assert r.dispatch.steps_per_execution == 1 and set(r.dispatch.threads) == {"intra_op", "inter_op"}
     assert r.gpu.available is False and r.gpu.reason  # no GPU on the machines the tests run on
-    assert r.probes.enabled and r.probes.requested and r.hessian.update == r.updates == 200
+    assert r.probes.enabled and r.probes.requested and r.hessian.update == r.updates == 400
+    assert r.attempt == 1 and r.host_memory_run_mib is not None and 0 <= r.host_memory_run_mib <= r.host_memory_peak_mib
 
 
 def test_timing_fields_agree(adam_record):
     r = adam_record
-    assert r.first_epoch_s == r.epoch_times_s[0]
-    assert r.epoch_time_s == r.epoch_times_s[1]  # median of the epochs after the first
+    assert r.first_epoch_s == r.epoch_times_s[0] and r.steady_samples_s == r.epoch_times_s[1:]
+    assert r.epoch_time_s == sorted(r.steady_samples_s)[1]  # the median of the three steady samples
+    assert r.compile_s == pytest.approx(r.first_epoch_s - r.epoch_time_s)
+    assert r.spread == pytest.approx(r.epoch_time_iqr_s / r.epoch_time_s) and r.unstable == (r.unstable_reason is not None)
     assert r.time_per_update_s == pytest.approx(r.epoch_time_s / 100)
     assert r.examples_per_s == pytest.approx(1000 / r.epoch_time_s)
 
 
 def test_curves_are_subsampled_and_start_at_the_first_update(adam_record):
     loss, grad = adam_record.loss_curve, adam_record.grad_norm_curve
-    assert len(loss) == len(grad) == 50  # 200 updates, stride 4
-    assert [u for u, _ in loss] == list(range(1, 201, 4))
+    assert len(loss) == len(grad) == 50  # 400 updates, stride 8
+    assert [u for u, _ in loss] == list(range(1, 401, 8))
     assert all(v > 0 and math.isfinite(v) for _, v in loss + grad)
     assert loss[0][1] > loss[-1][1]  # adam learns: first minibatch loss above the last
 
@@ -56,7 +59,7 @@ def test_curves_are_subsampled_and_start_at_the_first_update(adam_record):
 def test_beats_chance_and_curves_per_epoch(adam_record):
     assert adam_record.test_accuracy > 0.7  # chance is 0.1
     assert adam_record.train_accuracy > 0.7
-    assert len(adam_record.test_accuracy_by_epoch) == 2 and len(adam_record.train_loss_by_epoch) == 2
+    assert len(adam_record.test_accuracy_by_epoch) == 4 and len(adam_record.train_loss_by_epoch) == 4
     assert adam_record.test_accuracy == adam_record.test_accuracy_by_epoch[-1]
 
 

@@ -19,6 +19,13 @@ def _with_note(ax, finding: str, note: str = ""):
         ax.text(0.5, 1.01, note, transform=ax.transAxes, ha="center", va="bottom", fontsize=8, color="firebrick")
 
 
+def _bars(ax, data: pd.DataFrame, y: str, low: str, high: str, palette: dict, scale: float = 1.0) -> None:
+    """The 95 % interval of each plotted cell as a vertical bar in its machine's colour."""
+    for (machine, _), g in data.groupby(["machine", "optimizer"], observed=True):
+        err = [(g[y] - g[low] * scale).clip(lower=0).fillna(0), (g[high] * scale - g[y]).clip(lower=0).fillna(0)]
+        ax.errorbar(g["batch_size"], g[y], yerr=err, fmt="none", ecolor=palette[machine], elinewidth=0.8, capsize=2)
+
+
 def compare_times(table: pd.DataFrame, finding, value: str = "epoch_time_s", note: str = "") -> plt.Figure:
     """Epoch time (or time per update, with each machine's knee) vs batch size, one colour per machine, one dash
     per optimizer; `finding`: analysis.compare.CompareFindings."""
@@ -30,10 +37,12 @@ def compare_times(table: pd.DataFrame, finding, value: str = "epoch_time_s", not
     style = "optimizer" if data["optimizer"].nunique() > 1 else None
     sns.lineplot(data=data, x="batch_size", y="y", hue="machine", hue_order=machines, palette=palette, style=style,
                  marker="o", ax=ax, estimator="median", errorbar=None)
+    base = value.removesuffix("_s")
+    _bars(ax, data, "y", f"{base}_lo_s", f"{base}_hi_s", palette, 1000 if per_update else 1)
     ax.set_yscale("log")
     batch_axis(ax, data)
     if per_update:
-        ax.set_ylabel("time per update (ms, log scale)")
+        ax.set_ylabel("steady time per update (ms, log scale; bars: 95% intervals)")
         for m, b in finding.knees.items():
             if b is not None:
                 row = data[(data["machine"] == m) & (data["batch_size"] == b)]
@@ -44,7 +53,7 @@ def compare_times(table: pd.DataFrame, finding, value: str = "epoch_time_s", not
                     label=f"knee (slope >= {metrics.KNEE_SLOPE})")
         title = finding.knee_title()
     else:
-        ax.set_ylabel("steady-state epoch time (s, log scale)")
+        ax.set_ylabel("steady epoch time (s, log scale; bars: 95% intervals)")
         title = finding.epoch_title()
     _with_note(ax, title, note)
     ax.legend(fontsize="small", ncol=2)
@@ -63,6 +72,7 @@ def compare_speedup(table: pd.DataFrame, finding, note: str = "") -> plt.Figure:
     style = "optimizer" if data["optimizer"].nunique() > 1 else None
     sns.lineplot(data=data, x="batch_size", y="speedup", hue="machine", hue_order=others, palette=palette,
                  style=style, marker="o", ax=ax, estimator="median", errorbar=None)
+    _bars(ax, data, "speedup", "speedup_lo", "speedup_hi", palette)
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
