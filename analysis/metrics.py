@@ -104,7 +104,7 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
         time_per_update_s=("time_per_update_s", "median"),
         compile_s=("compile_s", "median"),
         unstable=("unstable", "any"),
-        unstable_reason=("unstable_reason", lambda s: "; ".join(sorted({x for x in s if x})) or None),
+        unstable_reason=("unstable_reason", lambda s: "; ".join(sorted({x for x in s if isinstance(x, str)})) or None),
         steps_per_epoch=("steps_per_epoch", "first"),
         examples_per_s=("examples_per_s", "median"),
         train_time_s=("train_time_s", "median"),

@@ -77,7 +77,7 @@ def test_pytest_benchmark_compare_reads_the_file(smoke_run, group_by):
     assert proc.returncode == 0, proc.stderr
     assert "test_train[adam-bs100-seed0]" in proc.stdout
     if group_by:
-        assert "batch_size=1000" in proc.stdout
+        assert "batch_size=full" in proc.stdout and "batch_size=100" in proc.stdout
 
 
 def test_the_report_is_made_from_the_file(smoke_run):

@@ -78,7 +78,7 @@ def test_keys_separate_protocols_settings_and_machines():
 
 
 def test_upgrade_fills_what_older_runs_used():
-    old = _records(FIXTURES / "smoke.json")[0]  # written before dispatch modes, probes and budgets existed
+    old = _records(REPORTS / "machines" / "2threads.json")[0]  # before dispatch modes, probes and budgets existed
     new = record.upgrade(old)
     assert "probes" not in old and new["probes"] == {
         "enabled": False, "requested": False, "reason": "not recorded (made before the probes existed)",
