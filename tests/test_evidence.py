@@ -22,6 +22,8 @@ def test_steady_timing_known_answers():
     assert slow["unstable"] and "spread 50%" in slow["unstable_reason"]
     stuck = record.steady_timing([1.0, 1.3, 1.31, 1.29])  # steady slower than the epoch that compiled
     assert stuck["unstable"] and "slower than the compile epoch" in stuck["unstable_reason"]
+    noise = record.steady_timing([28.0, 28.9, 28.4, 28.6])  # compilation lost in a long epoch's noise: stable
+    assert not noise["unstable"]
     few = record.steady_timing([2.0, 1.0])
     assert few["unstable"] and "1 steady sample(s), fewer than 3" in few["unstable_reason"]
     assert record.steady_timing([2.0])["epoch_time_s"] is None  # the only epoch compiled: no steady time

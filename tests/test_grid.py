@@ -9,9 +9,7 @@ def test_profiles_match_design():
     smoke = grid.parse_sweep("smoke")
     assert (smoke.train_size, smoke.batch_sizes) == (500, (1, 10, 100, grid.FULL))
     quick = grid.parse_sweep()
-    assert (quick.profile, quick.train_size, quick.batch_sizes) == ("quick", 5_000, (1, 10, 100, 1000, grid.FULL))
-    # quick keeps the updates of the lecture's 10,000 examples x 2 epochs
-    assert quick.train_size * quick.epochs == 10_000 * 2
+    assert (quick.profile, quick.train_size, quick.batch_sizes) == ("quick", 3_000, (1, 10, 100, 1000, grid.FULL))
     lecture = grid.parse_sweep("lecture")
     assert (lecture.train_size, lecture.epochs) == (50_000, 20)
     assert lecture.batch_sizes[-1] == grid.FULL

@@ -56,6 +56,12 @@ def test_every_field_is_documented():
     docs = record.fields_doc()
     assert "dispatch.backend" in docs and "gpu.energy_j" in docs and "plateaus.kind" in docs
     assert all(docs.values()), [k for k, v in docs.items() if not v]
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| key | meaning |"):readme.index("`machine_info` adds")]
+    undocumented = [k for k in docs if "." not in k and f"`{k}`" not in table]
+    assert not undocumented, f"README's record table lacks {undocumented}"
+    gpu = next(line for line in table.splitlines() if line.startswith("| `gpu` |"))
+    assert all(f"`{k.split('.')[1]}`" in gpu for k in docs if k.startswith("gpu."))
 
 
 def test_keys_separate_protocols_settings_and_machines():
