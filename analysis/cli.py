@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 FIGURES = ("epoch_time", "time_per_update", "speed_vs_stability", "saddle", "learning_curves", "gpu", "machines",
-           "efficiency", "dispatch")
+           "efficiency", "dispatch", "escape")
 COMPARE_FIGURES = ("epoch_time", "time_per_update", "speedup", "time_to_target")
 
 
@@ -28,8 +28,9 @@ def draw(f) -> dict:
     else:
         figure4 = made(f.saddle[1], saddle.saddle_curves, f.runs[(f.runs["status"] == "ok") & f.runs["budget"].isna()
                                                                & (f.runs["dispatch.mode"] == f.primary_mode)])
+    figure10 = made(f.escape, saddle.escape, f.escape_runs)
     if f.summary is None:
-        return {key: figure4 if key == "saddle" else getattr(f, key) for key in FIGURES}
+        return {key: {"saddle": figure4, "escape": figure10}.get(key, getattr(f, key)) for key in FIGURES}
     ok = f.runs[(f.runs["status"] == "ok") & f.runs["budget"].isna() & (f.runs["dispatch.mode"] == f.primary_mode)]
     return {
         "epoch_time": made(f.epoch_time, speed.epoch_time, f.by_mode),
@@ -41,6 +42,7 @@ def draw(f) -> dict:
         "machines": made(f.machines, hardware.machines_relative, f.summary),
         "efficiency": made(f.efficiency, speed.efficiency, f.summary, f.by_mode),
         "dispatch": made(f.dispatch, speed.dispatch_gap, f.by_mode),
+        "escape": figure10,
     }
 
 

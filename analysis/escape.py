@@ -44,14 +44,15 @@ class EscapeFinding:
 
     def title(self) -> str:
         v = self.verdict
-        verdict = f"claim 3 {v.outcome}" if v else "no verdict"
-        return (f"Escape from one stuck point ({self.train_size:,} examples, {self.seeds} seed(s)): {verdict}\n"
-                f"batch {self.ratio_batch} needs {self.ratio.text('.2g', 'x')} the full batch's updates "
-                "(its best learning rate)")
+        if v is None:
+            return f"Escape from one stuck point ({self.train_size:,} examples, {self.seeds} seed(s))"
+        return (f"Claim 3 {v.outcome}: from one stuck point ({self.train_size:,} examples, {self.seeds} seeds), batch "
+                f"{self.ratio_batch} needs\n{self.ratio.text('.2g', 'x')} the updates the full batch needs at its best "
+                "learning rate (95% interval over seeds)")
 
 
-def _median(groups, label):
-    return stats.bootstrap([groups], lambda x, axis: np.median(x, axis=axis))
+def _median(values) -> Interval:
+    return stats.bootstrap([values], lambda x, axis: np.median(x, axis=axis))
 
 
 def arm_of(runs: pd.DataFrame, arm: str) -> EscapeArm | None:
@@ -60,11 +61,10 @@ def arm_of(runs: pd.DataFrame, arm: str) -> EscapeArm | None:
         return None
     budget, updates, examples, escaped = {}, {}, {}, {}
     for label, g in sel.sort_values("batch_size").groupby("batch_label", sort=False):
-        cap = g["escape.budget_updates"]
-        u = np.where(g["escape.escaped"], g["escape.updates_to_escape"].fillna(0), cap).astype(float)
-        budget[label] = int(cap.max())
-        updates[label] = _median(u, label)
-        examples[label] = _median(u * g["batch_size"].to_numpy(dtype=float), label)
+        u = _censored(g)
+        budget[label] = int(g["escape.budget_updates"].max())
+        updates[label] = _median(u)
+        examples[label] = _median(u * g["batch_size"].to_numpy(dtype=float))
         escaped[label] = (int(g["escape.escaped"].sum()), len(g))
     return EscapeArm(arm, budget, updates, examples, escaped)
 

@@ -234,6 +234,8 @@ class Findings:
     claims: list = field(default_factory=list)  # analysis.claims.Claims per machine x dispatch mode
     unstable: pd.DataFrame | None = None  # grid cells whose timing is unstable, with the reason
     duplicates: int = 0  # runs set aside as repeats of a measurement already counted (analysis.load)
+    escape: object = None  # analysis.escape.EscapeFinding or Skipped
+    escape_runs: pd.DataFrame | None = None
 
 
 def _order(summary) -> list:
@@ -391,17 +393,24 @@ def compute(runs: pd.DataFrame) -> Findings:
     """All findings of a set of runs (analysis.load.load_runs)."""
     from analysis import saddle as S
 
+    from analysis import escape as E
+
     duplicates = runs.attrs.get("duplicates", 0)
     runs = metrics.add_run_metrics(runs)
-    saddle = runs[runs["budget"].notna()]  # the saddle benchmark's runs: figure 4 and its text only
+    escaping = runs["escape.arm"].notna() if "escape.arm" in runs else pd.Series(False, index=runs.index)
+    escape_runs = runs[escaping]  # the escape experiment's runs: section and figure 10, claim 3's verdict
+    saddle = runs[runs["budget"].notna() & ~escaping]  # the saddle benchmark's runs: figure 4 and its text only
     grid_runs = runs[runs["budget"].isna()]
+    found_escape = E.finding(escape_runs) or Skipped("no escape experiment in these files (pytest bench "
+                                                     "--experiment escape)")
     if grid_runs.empty:
-        f = Findings(saddle, None, None, None, saddle, None)
-        why = Skipped("the files hold only saddle-benchmark runs (bench/test_saddle.py)")
+        experiments = pd.concat([saddle, escape_runs])
+        f = Findings(experiments, None, None, None, saddle, None, escape=found_escape, escape_runs=escape_runs)
+        why = Skipped("the files hold only the saddle benchmark's or the escape experiment's runs")
         for key in ("epoch_time", "time_per_update", "speed_vs_stability", "learning_curves", "gpu", "machines",
                     "efficiency", "dispatch"):
             setattr(f, key, why)
-        f.saddle = S.benchmark_finding(saddle) or why
+        f.saddle = S.benchmark_finding(saddle) or Skipped("no saddle-benchmark run in these files")
         return f
     # runs of both dispatch modes: figure 9 compares them; the others show one mode (default if present)
     modes = list(dict.fromkeys(grid_runs["dispatch.mode"]))
@@ -412,8 +421,9 @@ def compute(runs: pd.DataFrame) -> Findings:
     knee_table = metrics.knees(by_mode)
     ok = mine[mine["status"] == "ok"]
     order = _order(summary)
-    all_runs = pd.concat([grid_runs, saddle]) if len(saddle) else grid_runs
-    f = Findings(all_runs, summary, by_mode, knee_table, saddle, primary, duplicates=duplicates)
+    all_runs = pd.concat([grid_runs, saddle, escape_runs])
+    f = Findings(all_runs, summary, by_mode, knee_table, saddle, primary, duplicates=duplicates, escape=found_escape,
+                 escape_runs=escape_runs)
     f.claims = claims.per_setting(by_mode, knee_table)
     n_machines = by_mode["machine"].nunique()
     f.epoch_time = EpochTime(f.claims, n_machines)

@@ -23,7 +23,7 @@ KNEE_SLOPE = 0.5
 
 # One grid cell of one protocol on one machine (bench.record's keys; the saddle benchmark's runs, the only ones
 # with a budget, are summarised apart).
-CELL = ["machine", *record.PROTOCOL, *(c for c in record.CELL if c != "budget")]
+CELL = ["machine", *record.PROTOCOL, *(c for c in record.CELL if c not in ("budget", "lr_setting"))]  # grid cells: no budget, pinned rate
 
 
 def target_for(profile: str) -> float:

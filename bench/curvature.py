@@ -1,17 +1,17 @@
 """Instruments that tell a saddle point from a minimum, over the loss, gradient and Hessian-vector products a
 backend's probe provides (bench/backends: `probe(model, x, y)`).
 
-* The extreme eigenvalues of the probe set's Hessian, lambda_max and lambda_min, by Lanczos with full
-  re-orthogonalisation (its Ritz values converge first at both ends of the spectrum).
-* The full-batch gradient norm on the probe set (comparable across batch sizes, unlike the minibatch norm).
+* The extreme eigenvalues of the probe set's Hessian, lambda_max and lambda_min, by ARPACK's Lanczos
+  (scipy.sparse.linalg.eigsh over Hessian-vector products), with whether it converged.
+* The probe set's loss and full-batch gradient norm (comparable across batch sizes, unlike a minibatch's).
 * The gradient noise scale B_simple = tr(Sigma) / |G|^2 with McCandlish et al.'s unbiased estimates
   from a small-batch and a large-batch gradient (arXiv:1812.06162, appendix A.1).
-* Plateau detection on a recorded loss curve.
+* Plateaus of the probe set's loss at the probe points, and a classifier of the points on them.
 
-A plateau whose gradient is small and whose Hessian has a clearly negative eigenvalue
-(lambda_min < -SADDLE_TOL * lambda_max) is a saddle; with lambda_min >= -SADDLE_TOL * lambda_max, a minimum
-(up to the probe's resolution: Lanczos with a few dozen iterations finds the extreme eigenvalues of a
-650k-dimensional Hessian well, not tiny ones near zero).
+The classifier reads the gradient, loss and Hessian extremes measured at the same weights: a point where a
+gradient step of the largest stable size would still remove more than STEEP of the loss is on a slope; one
+where it would remove less than FLAT is a critical point, a saddle when lambda_min < -SADDLE_TOL lambda_max and
+a minimum otherwise; anything between, or an eigen-solve that did not converge, is undetermined.
 """
 
 from __future__ import annotations
@@ -22,8 +22,15 @@ import time
 import numpy as np
 
 SADDLE_TOL = 1e-3  # lambda_min below -SADDLE_TOL * lambda_max counts as negative curvature
+# flatness (|g|^2 / (2 lambda_max L)) below FLAT: a critical point (a stable step removes < 0.1 % of the loss);
+# above STEEP: a slope (> 1 %); between: undetermined
+FLAT = 1e-3
+STEEP = 1e-2
+UNDETERMINED = "undetermined"
+EIGEN_TOL = 1e-3  # ARPACK's relative tolerance on the extreme eigenvalues
+EIGEN_NCV = 20  # Lanczos vectors ARPACK keeps
+EIGEN_MAXITER = 10  # ARPACK restarts before it gives up (per solve; at most ~200 Hessian-vector products each)
 PROBE_SIZE = 1000  # training examples the probes use (fixed: the first PROBE_SIZE of the training subset)
-LANCZOS_ITERS = 20
 NOISE_SMALL_BATCH = 32
 NOISE_SMALL_BATCHES = 8
 
@@ -41,80 +48,81 @@ def noise_scale(b_small: int, sq_small: float, b_big: int, sq_big: float) -> dic
             "b_small": b_small, "b_big": b_big}
 
 
-def lanczos(matvec, dim: int, iters: int = LANCZOS_ITERS, seed: int = 0) -> np.ndarray:
-    """Ritz values (ascending) of a symmetric operator after `iters` Lanczos steps, fully re-orthogonalised."""
-    rng = np.random.default_rng(seed)
-    q = rng.standard_normal(dim)
-    q /= np.linalg.norm(q)
-    basis = [q]
-    alphas, betas = [], []
-    for j in range(min(iters, dim)):
-        w = matvec(basis[j])
-        alpha = float(w @ basis[j])
-        alphas.append(alpha)
-        w = w - alpha * basis[j] - (betas[-1] * basis[j - 1] if j > 0 else 0.0)
-        for b in basis:  # full re-orthogonalisation: keeps the Ritz values from repeating
-            w -= (w @ b) * b
-        beta = float(np.linalg.norm(w))
-        if j == min(iters, dim) - 1 or beta < 1e-10 * max(1.0, abs(alpha)):
-            break
-        betas.append(beta)
-        basis.append(w / beta)
-    k = len(alphas)
-    t = np.diag(alphas) + np.diag(betas[: k - 1], 1) + np.diag(betas[: k - 1], -1)
-    return np.linalg.eigvalsh(t)
+def _top(op, dim: int, v0) -> tuple[float, bool]:
+    """The largest eigenvalue of a symmetric operator by ARPACK's Lanczos, and whether it converged."""
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    lin = LinearOperator((dim, dim), matvec=op, dtype=np.float64)
+    try:
+        return float(eigsh(lin, k=1, which="LA", v0=v0, ncv=EIGEN_NCV, tol=EIGEN_TOL, maxiter=EIGEN_MAXITER,
+                           return_eigenvectors=False)[0]), True
+    except ArpackNoConvergence as exc:
+        return (float(max(exc.eigenvalues)) if len(exc.eigenvalues) else math.nan), False
 
 
-def hessian_extremes(probe, iters: int = LANCZOS_ITERS, seed: int = 0) -> dict:
-    """lambda_max, lambda_min of the probe-set Hessian, with the probe's size, iterations and cost."""
-    started = time.perf_counter()
-    ritz = lanczos(probe.hvp, probe.dim, iters, seed)
-    return {"lambda_max": float(ritz[-1]), "lambda_min": float(ritz[0]), "lanczos_iters": int(len(ritz)),
+def hessian_extremes(probe, seed: int = 0) -> dict:
+    """lambda_max and lambda_min of the probe-set Hessian H by ARPACK's Lanczos (scipy.sparse.linalg.eigsh) over
+    the probe's Hessian-vector products: lambda_max as the top of H, then lambda_min as lambda_max - mu, mu the
+    top of lambda_max I - H. The shift makes ARPACK's relative tolerance an absolute one of about
+    EIGEN_TOL x (lambda_max - lambda_min) on lambda_min, the scale on which a negative eigenvalue counts
+    (SADDLE_TOL); solving for the bottom of H directly would ask for relative accuracy on an eigenvalue near zero
+    inside a dense cluster, which ARPACK rarely reaches. `converged` says whether both solves met the tolerance
+    within their budget (if not, the values are ARPACK's best estimates and no verdict rests on them)."""
+    started, calls = time.perf_counter(), [0]
+
+    def hvp(v):
+        calls[0] += 1
+        return probe.hvp(np.asarray(v, dtype=np.float64).ravel())
+
+    v0 = np.random.default_rng(seed).standard_normal(probe.dim)
+    lam_max, ok_max = _top(hvp, probe.dim, v0)
+    mu, ok_min = (_top(lambda v: lam_max * np.asarray(v).ravel() - hvp(v), probe.dim, v0)
+                  if math.isfinite(lam_max) else (math.nan, False))
+    return {"lambda_max": lam_max, "lambda_min": lam_max - mu, "converged": ok_max and ok_min, "matvecs": calls[0],
             "probe_size": probe.size, "seconds": round(time.perf_counter() - started, 3)}
 
 
-def classify(lambda_min: float | None, lambda_max: float | None, tol: float = SADDLE_TOL) -> str | None:
-    """'saddle' (clearly negative curvature), 'minimum' (none beyond the tolerance), None without a probe."""
-    if lambda_min is None or lambda_max is None or not (math.isfinite(lambda_min) and math.isfinite(lambda_max)):
+def flatness(grad_norm: float, loss: float, lambda_max: float) -> float | None:
+    """|g|^2 / (2 lambda_max L): the share of the loss a gradient step of the largest stable size (1/lambda_max)
+    would remove, to first order. Scale-free: near a critical point it is tiny, on a slope it is not."""
+    if None in (grad_norm, loss, lambda_max) or not lambda_max > 0 or not loss > 0:
         return None
-    return "saddle" if lambda_min < -tol * abs(lambda_max) else "minimum"
+    return grad_norm ** 2 / (2 * lambda_max * loss)
 
 
-def plateaus(curve, rel: float = 0.01, window: int | None = None, min_points: int = 5) -> list[tuple[int, int]]:
-    """[(start_update, end_update)] where the loss stalls: the median loss of the `window` recorded points
-    after a point differs from that of the `window` points before it by less than `rel` (relative) or by
-    less than twice the standard error of that difference under the minibatch noise (estimated from the
-    curve's point-to-point differences, robustly). `curve` is [[update, loss], ...]."""
-    pts = [(u, v) for u, v in (curve or []) if v is not None and math.isfinite(v)]
-    n = len(pts)
-    if n < 2 * min_points:
-        return []
-    w = window or max(min_points, n // 20)
-    if 2 * w > n:
-        w = n // 2
-    updates = [u for u, _ in pts]
-    values = np.array([v for _, v in pts])
-    flat = np.zeros(n, dtype=bool)
-    for i in range(w, n - w + 1):
-        before, after = values[i - w:i], values[i:i + w]
-        a, b = np.median(before), np.median(after)
-        diffs = np.diff(values[i - w:i + w])
-        sigma = 1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2)  # per-point noise
-        se = 1.2533 * sigma * math.sqrt(2 / w)  # standard error of a difference of two medians of w points
-        if abs(b - a) < max(rel * abs(a), 2 * se):
-            flat[i - w:i + w] = True
+def classify(grad_norm, loss, lambda_min, lambda_max, converged: bool = True) -> str:
+    """'slope' (a stable step would still remove more than STEEP of the loss), 'saddle' (flat: below FLAT, and
+    lambda_min < -SADDLE_TOL lambda_max), 'minimum' (flat, no curvature below that), or 'undetermined' (between
+    FLAT and STEEP, an eigen-solve that did not converge, or a missing number). Thresholds validated on points
+    with known answers (tests/test_curvature.py: a strict saddle, a converged convex problem, a steep point)."""
+    values = (grad_norm, loss, lambda_min, lambda_max)
+    if not converged or any(v is None or not math.isfinite(v) for v in values):
+        return UNDETERMINED
+    r = flatness(grad_norm, loss, lambda_max)
+    if r is None:
+        return UNDETERMINED
+    if r > STEEP:
+        return "slope"
+    if r > FLAT:
+        return UNDETERMINED
+    return "saddle" if lambda_min < -SADDLE_TOL * lambda_max else "minimum"
+
+
+def probe_plateaus(points, rel: float = 0.01, min_points: int = 3) -> list[tuple[int, int]]:
+    """[(start_update, end_update)] where the probe set's full-batch loss stalls: at least `min_points`
+    consecutive probe points, each within `rel` (relative) of the one before. `points` is [(update, loss)] at
+    the probe points: the real loss, not a minibatch's, so batch-1 noise is no plateau."""
+    pts = [(u, v) for u, v in points if v is not None and math.isfinite(v)]
     out, start = [], None
-    for i, f in enumerate(flat):
-        if f and start is None:
-            start = i
-        if (not f or i == n - 1) and start is not None:
-            end = i if f else i - 1
-            if end - start + 1 >= min_points:
-                out.append((updates[start], updates[end]))
+    for i in range(1, len(pts) + 1):
+        flat = i < len(pts) and abs(pts[i][1] - pts[i - 1][1]) <= rel * abs(pts[i - 1][1])
+        if flat and start is None:
+            start = i - 1
+        if not flat and start is not None:
+            if i - start >= min_points:
+                out.append((pts[start][0], pts[i - 1][0]))
             start = None
     return out
-
-GRAD_SMALL = 0.1  # a plateau's full-gradient norm counts as small below this share of the run's largest
 
 
 def probe_noise_scale(probe, small: int = NOISE_SMALL_BATCH, batches: int = NOISE_SMALL_BATCHES, seed: int = 0) -> dict:
@@ -130,65 +138,68 @@ def probe_noise_scale(probe, small: int = NOISE_SMALL_BATCH, batches: int = NOIS
 
 
 class Prober:
-    """The run's probes, taken outside the timed epochs: at each epoch end the full-batch gradient norm and
-    B_simple; the Hessian's extremes when the loss curve is on a plateau at that moment (once per plateau),
-    and at the end of the run."""
+    """The run's probes, taken outside the timed epochs: at each epoch end the probe set's loss and gradient norm
+    (and B_simple, unless `noise` is off); when that loss has stalled (probe_plateaus) the Hessian's extremes at
+    those same weights, once per plateau; and at the end of the run."""
 
-    def __init__(self, probe, recorder=None, iters: int = LANCZOS_ITERS, seed: int = 0):
-        self.probe = probe
-        self.recorder, self.iters, self.seed = recorder, iters, seed
-        # the curve keeps every stride-th update: a probe at update u belongs to a plateau that ends within
-        # one stride before u
-        self.stride = recorder.stride if recorder is not None else 1
-        self.epochs: list[dict] = []  # {epoch, update, full_grad_norm, b_simple}
-        self.hessians: list[dict] = []  # {update, lambda_max, lambda_min, ...}
+    def __init__(self, probe, seed: int = 0, noise: bool = True):
+        self.probe, self.seed, self.noise = probe, seed, noise
+        self.epochs: list[dict] = []  # {epoch, update, full_loss, full_grad_norm, b_simple}
+        self.hessians: list[dict] = []  # {update, lambda_max, lambda_min, grad_norm, loss, ...}
         self.seconds = 0.0
 
-    def _hessian(self, update: int) -> dict:
-        h = {"update": update, **hessian_extremes(self.probe, self.iters, self.seed), "plateau_start": None}
+    def hessian(self, entry: dict) -> dict:
+        """The Hessian's extremes at the weights of `entry`, with the gradient and loss measured at them."""
+        h = {"update": entry["update"], **hessian_extremes(self.probe, self.seed), "plateau_start": None,
+             "grad_norm": entry["full_grad_norm"], "loss": entry["full_loss"]}
         self.hessians.append(h)
         return h
 
-    def epoch_end(self, epoch: int, update: int):
+    def measure(self, epoch: int, update: int, noise: bool = True) -> dict:
+        """The probe set's loss and gradient norm at the current weights (and B_simple), kept as a probe point
+        (`epoch` 0: not an epoch end)."""
+        loss, sq = self.probe.loss_and_grad_norm_sq()
+        noise = noise and self.noise and self.probe.size > NOISE_SMALL_BATCH
+        ns = probe_noise_scale(self.probe, seed=self.seed + epoch) if noise else None
+        entry = {"epoch": epoch + 1, "update": update, "full_loss": loss, "full_grad_norm": math.sqrt(sq),
+                 "b_simple": ns["b_simple"] if ns else None}
+        self.epochs.append(entry)
+        return entry
+
+    def epoch_end(self, epoch: int, update: int) -> dict:
         started = time.perf_counter()
-        full_norm = math.sqrt(self.probe.grad_norm_sq())
-        ns = probe_noise_scale(self.probe, seed=self.seed + epoch) if self.probe.size > NOISE_SMALL_BATCH else None
-        self.epochs.append({"epoch": epoch + 1, "update": update, "full_grad_norm": full_norm,
-                            "b_simple": ns["b_simple"] if ns else None})
-        if self.recorder is not None:
-            loss_curve, _ = self.recorder.curves()
-            segs = plateaus(loss_curve)
-            on_plateau = segs and segs[-1][1] == loss_curve[-1][0]
-            if on_plateau and not any(segs[-1][0] <= h["update"] for h in self.hessians):
-                self._hessian(update)["plateau_start"] = segs[-1][0]
+        entry = self.measure(epoch, update)
+        segs = probe_plateaus([(e["update"], e["full_loss"]) for e in self.epochs])
+        if segs and segs[-1][1] == update and not any(segs[-1][0] <= h["update"] for h in self.hessians):
+            self.hessian(entry)["plateau_start"] = segs[-1][0]
         self.seconds += time.perf_counter() - started
+        return entry
 
     def finish(self, update: int) -> dict:
-        """The end-of-run Hessian probe (reused if the last epoch end already probed these weights)."""
+        """The end-of-run Hessian probe at the last probe point's weights (reused if already probed there)."""
         started = time.perf_counter()
-        last = self.hessians[-1] if self.hessians and self.hessians[-1]["update"] == update else self._hessian(update)
+        entry = (self.epochs[-1] if self.epochs and self.epochs[-1]["update"] == update
+                 else self.measure(-1, update, noise=False))
+        last = self.hessians[-1] if self.hessians and self.hessians[-1]["update"] == update else self.hessian(entry)
         self.seconds += time.perf_counter() - started
         return last
 
-    def plateau_records(self, loss_curve, grad_curve) -> list[dict]:
-        """The record's `plateaus`: each stall of the loss curve with its loss, gradient and curvature."""
+    def plateau_records(self, grad_curve) -> list[dict]:
+        """The record's `plateaus`: each stall of the probe-set loss, classified from the Hessian probe taken on it
+        and the gradient and loss at that probe's own weights (no Hessian probe on it: kind None)."""
         out = []
-        max_grad = max((e["full_grad_norm"] for e in self.epochs), default=None)
-        for start, end in plateaus(loss_curve):
-            inside = [v for u, v in loss_curve if start <= u <= end and v is not None]
+        points = [(e["update"], e["full_loss"]) for e in self.epochs]
+        for start, end in probe_plateaus(points):
+            losses = [v for u, v in points if start <= u <= end]
             grads = [v for u, v in grad_curve if start <= u <= end and v is not None]
-            h = next((h for h in self.hessians if start <= h["update"] <= end + self.stride), None)
-            full = next((e["full_grad_norm"] for e in self.epochs if start <= e["update"] <= end + self.stride), None)
-            small = full is not None and max_grad and full <= GRAD_SMALL * max_grad
-            kind = classify(h["lambda_min"], h["lambda_max"]) if h else None
-            if kind and full is not None and not small:
-                kind = "slope"  # flat loss but a sizeable gradient: slow descent, not a critical point
-            out.append({"start_update": int(start), "end_update": int(end),
-                        "loss": float(np.median(inside)) if inside else None,
+            h = next((h for h in self.hessians if start <= h["update"] <= end), None)
+            kind = (classify(h["grad_norm"], h["loss"], h["lambda_min"], h["lambda_max"], h["converged"])
+                    if h else None)
+            out.append({"start_update": int(start), "end_update": int(end), "loss": float(np.median(losses)),
                         "grad_norm": float(np.median(grads)) if grads else None,
-                        "full_grad_norm": full,
-                        "lambda_min": h["lambda_min"] if h else None,
-                        "lambda_max": h["lambda_max"] if h else None,
+                        "full_grad_norm": h["grad_norm"] if h else None,
+                        "lambda_min": h["lambda_min"] if h else None, "lambda_max": h["lambda_max"] if h else None,
                         "probe_update": h["update"] if h else None,
+                        "flatness": flatness(h["grad_norm"], h["loss"], h["lambda_max"]) if h else None,
                         "kind": kind})
         return out

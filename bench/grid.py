@@ -31,7 +31,7 @@ DTYPE = "float32"  # Keras' default floatx, which the suite never changes
 
 # Named experiments beside the grid, run by name (`pytest bench --experiment saddle`): the module of each.
 # Without --experiment only the grid (test_train.py) runs.
-EXPERIMENTS = {"saddle": "test_saddle.py"}
+EXPERIMENTS = {"saddle": "test_saddle.py", "escape": "test_escape.py"}
 GRID_MODULE = "test_train.py"
 
 
@@ -98,6 +98,65 @@ def saddle_cells(name: str = "cpu", train_size=None, seeds=None) -> list:
     return cells
 
 
+@dataclass(frozen=True)
+class EscapeProfile:
+    """The escape experiment (bench/test_escape.py): plain SGD from one stuck point of the lecture network, every
+    batch size, for the same number of examples and for the same number of updates, probed at `checks` equal
+    steps until the probe set's loss falls `margin` below the stuck point's; and the full batch at other
+    learning rates (the fairness arm)."""
+
+    name: str
+    train_size: int
+    batch_sizes: tuple
+    seeds: tuple  # the minibatch order's; the full batch is deterministic and runs once (seed 0)
+    examples: int  # the same-examples budget
+    updates: int  # the same-updates budget
+    checks: int  # probe points per run: the escape's resolution is budget / checks updates
+    learning_rate: float  # SGD's in both arms (the lecture's 0.1)
+    fairness_rates: tuple  # the full batch's other learning rates
+    margin: float  # escaped: probe-set loss below (1 - margin) x the stuck point's
+    stuck_max_updates: int  # full-batch descent to a stuck point: at most this many updates
+    about: str
+
+
+ESCAPE_PROFILES = {
+    "test": EscapeProfile("escape-test", 300, (1, 10, FULL), (0, 1), 300, 40, 4, 0.1, (1.0,), 0.05, 40,
+                          "the tests: seconds"),
+    "cpu": EscapeProfile("escape", 10_000, (1, 10, 100, 1000, FULL), (0, 1, 2, 3, 4), 10_000, 200, 20, 0.1,
+                         (0.3, 1.0, 3.0), 0.1, 200, "10,000 examples, 5 seeds: about 15 minutes on 2 CPU cores"),
+    "gpu": EscapeProfile("escape-lecture", 50_000, (1, 10, 100, 1000, 10000, FULL), tuple(range(10)), 100_000,
+                         2_000, 50, 0.1, (0.3, 1.0, 3.0, 10.0), 0.1, 500, "the lecture's 50,000 examples, 10 seeds"),
+}
+
+
+def escape_profile(name: str) -> EscapeProfile:
+    if name not in ESCAPE_PROFILES:
+        raise BadOption(f"--escape-profile: unknown profile {name!r}; choose one of {', '.join(ESCAPE_PROFILES)}")
+    return ESCAPE_PROFILES[name]
+
+
+def escape_cells(name: str = "cpu", seeds=None) -> list:
+    """The escape experiment's grid: each batch size for the same examples and for the same updates (the full
+    batch once: it is deterministic), and the full batch at each fairness learning rate."""
+    p = escape_profile(name)
+    n = p.train_size
+    seeds = p.seeds if seeds is None else parse_seeds(seeds)
+    cells = []
+
+    def cell(size, full, seed, budget, total, lr=None):
+        checks = math.gcd(total, p.checks)  # equal steps of whole updates
+        return RunConfig(p.name, "sgd", size, full, "sigmoid", seed, n, checks, dispatch="fast", budget=budget,
+                         total_updates=total, learning_rate=lr)
+
+    for bs in p.batch_sizes:
+        size, full = (n, True) if bs == FULL else (bs, False)
+        for seed in (seeds[:1] if full else seeds):
+            cells.append(cell(size, full, seed, "examples", max(1, p.examples // size)))
+            cells.append(cell(size, full, seed, "updates", p.updates))
+    cells += [cell(n, True, seeds[0], "updates", p.updates, lr) for lr in p.fairness_rates]
+    return cells
+
+
 class BadOption(ValueError):
     """A command-line value that is not allowed; the message is one line for the user."""
 
@@ -118,8 +177,9 @@ class RunConfig:
     probes: bool = True  # curvature and noise probes outside the timed epochs (bench/curvature.py)
     # The saddle benchmark's fixed budget: `total_updates` updates in `epochs` equal intervals, drawn
     # from the training set reshuffled at each pass (None: ordinary epochs over the training set).
-    budget: str | None = None  # "epochs" or "updates": which quantity is held equal across batch sizes
+    budget: str | None = None  # "epochs", "examples" or "updates": which quantity is held equal across batch sizes
     total_updates: int | None = None
+    learning_rate: float | None = None  # None: the suite's pinned rate (LEARNING_RATES) or Keras' default
 
     @property
     def steps_per_epoch(self) -> int:
@@ -135,7 +195,8 @@ class RunConfig:
     def test_id(self) -> str:
         label = FULL if self.full_batch else str(self.batch_size)
         budget = f"-same{self.budget}" if self.budget else ""
-        return f"{self.optimizer}-bs{label}{budget}-seed{self.seed}"
+        lr = f"-lr{self.learning_rate:g}" if self.learning_rate is not None else ""
+        return f"{self.optimizer}-bs{label}{budget}{lr}-seed{self.seed}"
 
     @property
     def params(self) -> dict:
@@ -149,7 +210,7 @@ class RunConfig:
         return {"profile": self.profile, "train_size": self.train_size, "epochs": self.epochs,
                 "activation": self.activation, "dtype": DTYPE, "optimizer": self.optimizer,
                 "batch_size": self.batch_size, "full_batch": self.full_batch, "budget": self.budget,
-                "seed": self.seed, "probes": {"requested": self.probes},
+                "lr_setting": self.learning_rate, "seed": self.seed, "probes": {"requested": self.probes},
                 "dispatch": {"mode": self.dispatch, "backend": backend,
                              "threads": {"intra_op": threads, "inter_op": threads} if threads else None}}
 

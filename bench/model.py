@@ -30,10 +30,12 @@ def build_mlp(activation: str = "sigmoid", cls=None):
     ])
 
 
-def make_optimizer(name: str):
-    """A Keras optimizer by its lower-case name, with the suite's fixed learning rate where it pins one."""
+def make_optimizer(name: str, learning_rate: float | None = None):
+    """A Keras optimizer by its lower-case name, at `learning_rate`, else the suite's fixed learning rate where it
+    pins one, else the installed Keras' default."""
     from bench.backends import optimizer_classes
     from bench.grid import LEARNING_RATES
 
     cls = optimizer_classes()[name]
-    return cls(learning_rate=LEARNING_RATES[name]) if name in LEARNING_RATES else cls()
+    rate = learning_rate if learning_rate is not None else LEARNING_RATES.get(name)
+    return cls(learning_rate=rate) if rate is not None else cls()

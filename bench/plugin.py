@@ -52,6 +52,7 @@ class State:
     calibration: dict | None = None
     started: bool = False
     to_run: list = field(default_factory=list)  # the cells left after collection (and --resume)
+    start: object = None  # --experiment escape: bench.escape.Start, the stuck point every run starts from
     failed: list = field(default_factory=list)  # benchmark-JSON entries of cells that are not timings
     unstable: list = field(default_factory=list)  # (node id, reason) of cells whose kept timing is unstable
     reruns: int = 0  # --rerun-unstable
@@ -69,6 +70,9 @@ def pytest_addoption(parser):
     group.addoption("--saddle-profile", dest="bench_saddle_profile", default="cpu",
                     help="--experiment saddle's grid: " + ", ".join(f"{k} ({p.about})"
                                                                     for k, p in grid.SADDLE_PROFILES.items()))
+    group.addoption("--escape-profile", dest="bench_escape_profile", default="cpu",
+                    help="--experiment escape's grid: " + ", ".join(f"{k} ({p.about})"
+                                                                    for k, p in grid.ESCAPE_PROFILES.items()))
     group.addoption("--mnist", dest="bench_mnist", default=None,
                     help="Keras-layout mnist.npz (default: $MNIST_NPZ, then Keras' cache, then download)")
     group.addoption("--bench-store", dest="bench_store", default=record.DEFAULT_STORE,
@@ -104,8 +108,11 @@ def _parse(config) -> State:
     if experiment is not None and experiment not in grid.EXPERIMENTS:
         raise grid.BadOption(f"--experiment: unknown experiment {experiment!r}; choose one of "
                              f"{', '.join(grid.EXPERIMENTS)}")
-    cells = (grid.saddle_cells(opt("bench_saddle_profile"), opt("bench_train_size"), opt("bench_seeds"))
-             if experiment == "saddle" else [])
+    cells = []
+    if experiment == "saddle":
+        cells = grid.saddle_cells(opt("bench_saddle_profile"), opt("bench_train_size"), opt("bench_seeds"))
+    elif experiment == "escape":
+        cells = grid.escape_cells(opt("bench_escape_profile"), opt("bench_seeds"))
     threads = opt("bench_threads")
     return State(sweep=sweep, experiment=experiment, experiment_cells=cells, store=opt("bench_store"),
                  threads=None if threads is None else grid.parse_threads(threads),
@@ -228,6 +235,14 @@ def _start(config, state: State) -> None:
         from bench.calibrate import calibrate
 
         state.calibration = calibrate()
+    if state.experiment == "escape":
+        from bench import escape
+
+        profile = grid.escape_profile(config.getoption("bench_escape_profile"))
+        state.start = escape.start(profile, state.mnist, Path(state.store).parent)
+        _say(config, f"escape: every run starts from the stuck point {state.start.stuck.digest[:12]} "
+                     f"({state.start.stuck.kind}, loss {state.start.stuck.loss:.4g} after "
+                     f"{state.start.stuck.updates} full-batch updates); escaped below {state.start.target_loss:.4g}")
     state.started = True
 
 
@@ -251,7 +266,7 @@ def _attempts(cell, state, train, progress, node) -> record.Record:
     stored as it finishes, the most stable one is returned."""
     attempts = []
     for attempt in range(1, state.reruns + 2):
-        rec = train(cell, state.mnist, peak=state.calibration, on_epoch=progress, attempt=attempt)
+        rec = train(cell, state.mnist, peak=state.calibration, on_epoch=progress, attempt=attempt, start=state.start)
         record.append(state.store, node.nodeid, rec.to_dict(), machine=_machine(state), version=state.code_version)
         attempts.append(rec)
         if not rec.unstable or rec.status not in record.FINISHED:

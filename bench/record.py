@@ -38,7 +38,7 @@ PROTOCOL = ("profile", "train_size", "epochs", "activation", "dtype", "dispatch.
 # (a thread count is how `reports/compare/cpu-2-vs-1-threads` was made): part of the resume key only.
 SETTINGS = ("threads", "probes")
 # The grid cell within a protocol.
-CELL = ("optimizer", "batch_size", "full_batch", "budget")
+CELL = ("optimizer", "batch_size", "full_batch", "budget", "lr_setting")
 
 
 def _f(doc: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
@@ -88,7 +88,9 @@ class Probes:
     reason: str | None = _f("why they did not run", None)
     requested: bool = _f("probes were asked for (not --no-probes); part of the resume key", True)
     probe_size: int | None = _f("training examples the probes use (the first of the training subset)", None)
-    lanczos_iters: int | None = _f("Lanczos iterations per Hessian probe", None)
+    lanczos_iters: int | None = _f("Lanczos iterations per Hessian probe (schema 1's hand-written Lanczos)", None)
+    eigen_solver: str | None = _f("how the Hessian's extremes were found (schema 2: ARPACK through scipy's eigsh)",
+                                  None)
     seconds: float | None = _f("time the probes took, outside the timed epochs (s)", None)
 
 
@@ -99,10 +101,14 @@ class Hessian:
     update: int = _f("the update after which the weights were probed")
     lambda_max: float = _f("largest Hessian eigenvalue")
     lambda_min: float = _f("smallest Hessian eigenvalue (negative: a direction of negative curvature)")
-    lanczos_iters: int = _f("Lanczos iterations done")
+    lanczos_iters: int | None = _f("Lanczos iterations done (schema 1)", None)
+    matvecs: int | None = _f("Hessian-vector products the eigen-solver used", None)
+    converged: bool | None = _f("the eigen-solver met its tolerance (None: schema 1, not checked)", None)
     probe_size: int = _f("probe-set examples")
     seconds: float = _f("time of this probe (s)")
     plateau_start: int | None = _f("the plateau it was taken on, by its first update; None at the run's end", None)
+    grad_norm: float | None = _f("the probe set's gradient L2 norm at these same weights", None)
+    loss: float | None = _f("the probe set's loss at these same weights", None)
 
 
 @dataclass(kw_only=True)
@@ -113,11 +119,51 @@ class Plateau:
     end_update: int = _f("last update of the stall")
     loss: float | None = _f("median minibatch loss inside it")
     grad_norm: float | None = _f("median minibatch gradient L2 norm inside it")
-    full_grad_norm: float | None = _f("full-batch (probe set) gradient L2 norm at a probe inside it")
+    full_grad_norm: float | None = _f("full-batch (probe set) gradient L2 norm at the Hessian probe's weights")
     lambda_min: float | None = _f("smallest Hessian eigenvalue at a probe inside it")
     lambda_max: float | None = _f("largest Hessian eigenvalue at a probe inside it")
     probe_update: int | None = _f("update of that Hessian probe")
-    kind: str | None = _f("saddle, minimum or slope; None where no Hessian probe fell inside it")
+    flatness: float | None = _f("|g|^2 / (2 lambda_max L) at that probe: the share of the loss a stable gradient "
+                                "step would remove (bench.curvature.classify)", None)
+    kind: str | None = _f("saddle, minimum, slope or undetermined; None where no Hessian probe fell inside it")
+
+
+@dataclass(kw_only=True)
+class Stuck:
+    """How the escape experiment's stuck point was reached (bench/escape.py)."""
+
+    how: str = _f("full-batch descent to a flat point with negative curvature, and where it stopped")
+    updates: int = _f("full-batch SGD updates from the seed-0 initialisation to the stuck point")
+    loss: float = _f("the probe set's loss there")
+    grad_norm: float = _f("the probe set's gradient L2 norm there")
+    lambda_min: float | None = _f("smallest Hessian eigenvalue there")
+    lambda_max: float | None = _f("largest Hessian eigenvalue there")
+    flatness: float | None = _f("|g|^2 / (2 lambda_max L) there")
+    kind: str = _f("the classifier's label of the point (bench.curvature.classify)")
+    digest: str = _f("sha256 of its weights: every run of the experiment starts from them")
+
+
+@dataclass(kw_only=True)
+class Escape:
+    """One run of the escape experiment: from the stuck point, did the probe set's loss fall margin below it?"""
+
+    arm: str = _f("examples or updates (the quantity held equal across batch sizes), or fairness (the full batch "
+                  "at another learning rate)")
+    start_digest: str = _f("sha256 of the weights this run started from (equal to stuck.digest)")
+    start_loss: float = _f("the probe set's loss at the start")
+    target_loss: float = _f("escaped below this: start_loss x (1 - margin)")
+    margin: float = _f("the escape margin")
+    escaped: bool = _f("the probe set's loss fell below target_loss within the budget")
+    updates_to_escape: int | None = _f("updates to the first probe point below the target (None: not escaped); "
+                                       "resolution: check_every")
+    examples_to_escape: int | None = _f("examples to that point")
+    budget_updates: int = _f("the run's update budget")
+    check_every: int = _f("updates between probe points")
+    exit_loss: float | None = _f("the probe set's loss where the run stopped")
+    exit_lambda_min: float | None = _f("smallest Hessian eigenvalue where the run stopped")
+    exit_lambda_max: float | None = _f("largest Hessian eigenvalue where the run stopped")
+    deterministic: bool = _f("the full batch: no minibatch order, one run stands for every seed")
+    stuck: Stuck = _f("how the stuck point was reached")
 
 
 @dataclass(kw_only=True)
@@ -140,6 +186,8 @@ class Record:
     epochs: int = _f("epochs (or equal update intervals) asked for")
     epochs_done: int = _f("epochs that finished")
     learning_rate: float = _f("the optimizer's learning rate as built")
+    lr_setting: float | None = _f("the learning rate the cell asked for (None: the suite's pinned rate or Keras' "
+                                  "default); part of the cell key", None)
     updates: int = _f("parameter updates, read from the optimizer")
     steps_per_epoch: int = _f("updates per epoch: ceil(train_size / batch_size), or the interval of a budget")
     epoch_times_s: list[float] = _f("wall time of each epoch's training steps, evaluation excluded")
@@ -170,6 +218,7 @@ class Record:
     grad_norm_stride: int | None = _f("updates between gradient-norm points; None where none was recorded")
     probes: Probes = _f("the probes' settings and cost")
     full_grad_norm_by_epoch: list[float] = _f("probe-set gradient L2 norm at each epoch end")
+    full_loss_by_epoch: list[float] = _f("probe-set loss at each epoch end (where plateaus are found)", factory=list)
     noise_scale_by_epoch: list[float | None] = _f("gradient noise scale B_simple at each epoch end")
     hessian: Hessian | None = _f("the Hessian's extremes at the end of the run")
     plateaus: list[Plateau] | None = _f("stalls of the loss curve; None in records from before the probes")
@@ -184,6 +233,7 @@ class Record:
     diverged: bool = _f("the loss became NaN/inf")
     gpu: Gpu = _f("NVML's samples of the timed epochs")
     dispatch: Dispatch = _f("how the steps were driven")
+    escape: Escape | None = _f("the escape experiment's measurement; None elsewhere", None)
 
     def to_dict(self) -> dict:
         """Plain JSON types, keys in declaration order (the form stored and written to extra_info)."""

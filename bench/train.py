@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from bench import backends
+from bench import backends, escape
 from bench.gpu import GpuSampler
 from bench.grid import MAX_CURVE_POINTS, RunConfig
 from bench.machine import peak_host_memory_mib, reset_peak_host_memory
@@ -28,10 +28,10 @@ def _epoch_clock_class(keras):
         """Times each epoch's training steps, then (untimed) evaluates on the test set, checks for NaN and
         lets the prober look at the weights."""
 
-        def __init__(self, x_test, y_test, sampler: GpuSampler, prober=None, on_epoch=None):
+        def __init__(self, x_test, y_test, sampler: GpuSampler, prober=None, on_epoch=None, stop=None):
             super().__init__()
             self.x_test, self.y_test, self.sampler, self.prober = x_test, y_test, sampler, prober
-            self.on_epoch = on_epoch
+            self.on_epoch, self.stop = on_epoch, stop  # stop(probe point) -> True ends training there
             self.times, self.test_acc, self.test_loss, self.train_loss = [], [], [], []
             self.diverged = False
             self._start = None
@@ -56,7 +56,9 @@ def _epoch_clock_class(keras):
             self.test_loss.append(float(result["loss"]))
             self.test_acc.append(float(result["accuracy"]))
             if self.prober is not None:
-                self.prober.epoch_end(epoch, backends.current().to_int(self.model.optimizer.iterations))
+                entry = self.prober.epoch_end(epoch, backends.current().to_int(self.model.optimizer.iterations))
+                if self.stop is not None and self.stop(entry):
+                    self.model.stop_training = True
 
     return EpochClock
 
@@ -105,6 +107,8 @@ class Setup:
     clock: object
     sampler: GpuSampler
     memory_start_mib: float | None
+    start: object = None  # bench.escape.Start: the weights the run starts from, and when it has escaped
+    start_digest: str | None = None
 
 
 @dataclass
@@ -117,8 +121,9 @@ class Outcome:
     train_eval: dict = field(default_factory=lambda: {"loss": None, "accuracy": None})
 
 
-def prepare(cfg: RunConfig, data, max_curve_points: int, sampler: GpuSampler | None, on_epoch=None) -> Setup:
-    """A fresh seeded model, optimizer, recorder, prober and epoch clock for the cell."""
+def prepare(cfg: RunConfig, data, max_curve_points: int, sampler: GpuSampler | None, on_epoch=None,
+            start=None) -> Setup:
+    """A fresh seeded model (or one at `start`'s weights), optimizer, recorder, prober and epoch clock."""
     from bench.curvature import PROBE_SIZE, Prober
 
     backend = backends.current()
@@ -130,19 +135,23 @@ def prepare(cfg: RunConfig, data, max_curve_points: int, sampler: GpuSampler | N
     recorder = backend.curve_recorder(cfg.expected_updates, max_curve_points,
                                       FAST_NORM_POINTS if cfg.dispatch == "fast" else None)
     model = backend.build_model(cfg.activation, recorder)
-    optimizer = make_optimizer(cfg.optimizer)
+    optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"], **compile_args(cfg))
+    if start is not None:
+        model.set_weights(start.weights)
     # read before training: after an interrupted fit, Keras' JAX trainer leaves variables unsynchronised
     learning_rate = float(f"{float(keras.ops.convert_to_numpy(optimizer.learning_rate)):.7g}")
     prober = None
     if cfg.probes:
         n = min(PROBE_SIZE, len(x_train))
         probe = backend.probe(model, x_train[:n], y_train[:n])
-        prober = Prober(probe, recorder, seed=cfg.seed) if probe is not None else None
+        # from a stuck point the probes watch for the escape: the loss and gradient, not the noise scale
+        prober = Prober(probe, seed=cfg.seed, noise=start is None) if probe is not None else None
     sampler = sampler or GpuSampler()
-    clock = _epoch_clock_class(keras)(x_test, y_test, sampler, prober, on_epoch)
+    stop = (lambda entry: escape.stops(entry, start)) if start is not None else None
+    clock = _epoch_clock_class(keras)(x_test, y_test, sampler, prober, on_epoch, stop)
     return Setup(model, optimizer, x_train, y_train, learning_rate, len(x_test), recorder, prober, clock, sampler,
-                 memory_start)
+                 memory_start, start, escape.digest(model.get_weights()) if start is not None else None)
 
 
 def fit_and_classify(cfg: RunConfig, s: Setup) -> Outcome:
@@ -199,23 +208,25 @@ def timing(cfg: RunConfig, times: list, peak: dict | None) -> dict:
     }
 
 
-def probes(cfg: RunConfig, s: Setup, status: str, loss_curve: list, grad_curve: list) -> dict:
+def probes(cfg: RunConfig, s: Setup, status: str, grad_curve: list) -> dict:
     """The record's probe fields (bench.curvature); empty, with the reason, where there are none."""
     backend = backends.current()
     if s.prober is None:
         reason = "off (--no-probes)" if not cfg.probes else backend.NO_PROBES
         return {"probes": Probes(enabled=False, reason=reason, requested=cfg.probes), "full_grad_norm_by_epoch": [],
-                "noise_scale_by_epoch": [], "hessian": None, "plateaus": []}
+                "full_loss_by_epoch": [], "noise_scale_by_epoch": [], "hessian": None, "plateaus": []}
     p = s.prober
     ok = status == "ok"
     hessian = Hessian(**p.finish(backend.to_int(s.optimizer.iterations))) if ok else None
+    epochs = [e for e in p.epochs if e["epoch"] > 0]  # the epoch ends (not an extra probe at the run's end)
     return {
-        "probes": Probes(enabled=True, reason=None, requested=True, probe_size=p.probe.size, lanczos_iters=p.iters,
-                         seconds=round(p.seconds, 3)),
-        "full_grad_norm_by_epoch": [e["full_grad_norm"] for e in p.epochs],
-        "noise_scale_by_epoch": [e["b_simple"] for e in p.epochs],
+        "probes": Probes(enabled=True, reason=None, requested=True, probe_size=p.probe.size,
+                         eigen_solver="scipy eigsh (ARPACK Lanczos), both ends", seconds=round(p.seconds, 3)),
+        "full_grad_norm_by_epoch": [e["full_grad_norm"] for e in epochs],
+        "full_loss_by_epoch": [e["full_loss"] for e in epochs],
+        "noise_scale_by_epoch": [e["b_simple"] for e in epochs],
         "hessian": hessian,
-        "plateaus": [Plateau(**x) for x in p.plateau_records(loss_curve, grad_curve)] if ok else [],
+        "plateaus": [Plateau(**x) for x in p.plateau_records(grad_curve)] if ok else [],
     }
 
 
@@ -240,6 +251,7 @@ def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, atte
     ok, clock = out.status == "ok", s.clock
     loss_curve, grad_curve = s.recorder.curves() if s.recorder else ([], [])
     memory = peak_host_memory_mib(s.memory_start_mib)
+    probe_fields = probes(cfg, s, out.status, grad_curve)
     return Record(
         schema=SCHEMA, status=out.status, error=out.error, profile=cfg.profile, optimizer=cfg.optimizer,
         batch_size=cfg.batch_size, full_batch=cfg.full_batch, budget=cfg.budget, activation=cfg.activation,
@@ -255,22 +267,30 @@ def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, atte
         loss_curve=[[u, _finite(v)] for u, v in loss_curve], grad_norm_curve=[[u, _finite(v)] for u, v in grad_curve],
         curve_stride=s.recorder.stride if s.recorder else None,
         grad_norm_stride=s.recorder.norm_stride if s.recorder else None,
-        **probes(cfg, s, out.status, loss_curve, grad_curve),
+        **probe_fields,
         host_memory_peak_mib=memory["peak_mib"], host_memory_run_mib=memory["run_mib"],
         host_memory_source=memory["source"],
         diverged=out.status == "diverged", gpu=Gpu(**s.sampler.summary()), dispatch=dispatch(cfg, s.model),
-        attempt=attempt,
+        attempt=attempt, lr_setting=cfg.learning_rate, escape=_escape(cfg, s, probe_fields["hessian"]),
     )
 
 
+def _escape(cfg: RunConfig, s: Setup, hessian):
+    """The escape experiment's entry of a run that started from a stuck point (bench.escape); None otherwise."""
+    if s.start is None or s.prober is None:
+        return None
+    return escape.measure(cfg, s.start, s.start_digest, s.prober, asdict(hessian) if hessian else None)
+
+
 def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampler: GpuSampler | None = None,
-        peak: dict | None = None, on_epoch=None, attempt: int = 1) -> Record:
+        peak: dict | None = None, on_epoch=None, attempt: int = 1, start=None) -> Record:
     """Train one cell on `data` (a bench.data.Mnist) and return its run record.
 
     `peak`: the session's calibration (bench.calibrate), to score the run against the machine's matmul rate;
     `on_epoch(epoch, seconds)`: called after each timed epoch (the plugin's progress lines); `attempt`: which
-    run of the cell this is in the sweep (reruns of an unstable timing count up).
+    run of the cell this is in the sweep (reruns of an unstable timing count up); `start`: a bench.escape.Start,
+    the weights to start from instead of the seed's initialisation, and the loss below which training stops.
     """
-    setup = prepare(cfg, data, max_curve_points, sampler, on_epoch)
+    setup = prepare(cfg, data, max_curve_points, sampler, on_epoch, start)
     outcome = fit_and_classify(cfg, setup)
     return build_record(cfg, setup, outcome, peak, attempt)

@@ -27,6 +27,8 @@ def _contains(new, old) -> bool:
     """Every key of `old` is in `new` with the same value, recursively (an upgrade only adds)."""
     if isinstance(old, dict):
         return isinstance(new, dict) and all(k in new and _contains(new[k], v) for k, v in old.items())
+    if isinstance(old, list):
+        return isinstance(new, list) and len(new) == len(old) and all(map(_contains, new, old))
     return new == old
 
 
@@ -80,7 +82,7 @@ def test_keys_separate_protocols_settings_and_machines():
     assert record.resume_key(tf, "other|cpu|no-gpu") != key
     assert record.protocol_key(tf) == ("smoke", cell.train_size, cell.epochs, "sigmoid", "float32", "default",
                                        "tensorflow")
-    assert record.cell_key(tf) == (cell.optimizer, cell.batch_size, False, None)
+    assert record.cell_key(tf) == (cell.optimizer, cell.batch_size, False, None, None)
 
 
 def test_upgrade_fills_what_older_runs_used():
@@ -88,7 +90,7 @@ def test_upgrade_fills_what_older_runs_used():
     new = record.upgrade(old)
     assert "probes" not in old and new["probes"] == {
         "enabled": False, "requested": False, "reason": "not recorded (made before the probes existed)",
-        "probe_size": None, "lanczos_iters": None, "seconds": None}
+        "probe_size": None, "lanczos_iters": None, "eigen_solver": None, "seconds": None}
     assert new["dispatch"]["mode"] == "default" and new["budget"] is None and new["plateaus"] is None
     assert new["grad_norm_stride"] == old["curve_stride"]
     no_probes = record.upgrade({**old, "probes": {"enabled": False, "reason": "off (--no-probes)"}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -35,8 +36,11 @@ def saddle_curves(runs: pd.DataFrame, finding) -> plt.Figure:
             sm = smooth(curve)
             ax.plot([p[0] for p in sm], [p[1] for p in sm], color=color, marker=marker, markersize=4,
                     label=f"batch {r['batch_label']}" if ax is ax_l else None)
-        for p in r.get("plateaus") or []:  # the run's own plateau records (bench.curvature); older records have none
-            ax_l.axvspan(p["start_update"], max(p["end_update"], p["start_update"] + 0.5), color=color, alpha=0.12)
+        for p in r.get("plateaus") or []:  # the run's own classified plateaus (bench.curvature); older records: none
+            if p.get("kind"):
+                ax_l.axvspan(p["start_update"], max(p["end_update"], p["start_update"] + 0.5), color=color, alpha=0.12)
+                ax_l.annotate(KIND_MARK.get(p["kind"], "?"), (math.sqrt(p["start_update"] * max(p["end_update"], 1)),
+                                                             p["loss"]), color=color, fontsize=10, ha="center")
     ax_l.set_yscale("log")
     ax_g.set_yscale("log")
     ax_g.set_xscale("log")
@@ -49,7 +53,7 @@ def saddle_curves(runs: pd.DataFrame, finding) -> plt.Figure:
     return fig
 
 
-KIND_MARK = {"saddle": "S", "minimum": "M", "slope": "~"}
+KIND_MARK = {"saddle": "S", "minimum": "M", "slope": "~", "undetermined": "?"}
 
 
 def _loss_panel(ax, data, budget, colors):
@@ -64,10 +68,12 @@ def _loss_panel(ax, data, budget, colors):
         sm = smooth(r["loss_curve"])
         ax.plot([p[0] for p in sm], [p[1] for p in sm], color=c, label=f"batch {r['batch_label']}")
         for p in r["plateaus"] or []:
+            if not p.get("kind"):
+                continue  # a plateau no Hessian probe fell on is not shaded: nothing was classified
             ax.axvspan(p["start_update"], max(p["end_update"], p["start_update"] + 0.5), color=c, alpha=0.12)
-            if p.get("kind"):
-                ax.annotate(KIND_MARK[p["kind"]], (math.sqrt(p["start_update"] * max(p["end_update"], 1)), p["loss"]),
-                            color=c, fontsize=11, fontweight="bold", ha="center", va="bottom")
+            ax.annotate(KIND_MARK.get(p["kind"], "?"), (math.sqrt(p["start_update"] * max(p["end_update"], 1)),
+                                                        p["loss"]), color=c, fontsize=11, fontweight="bold",
+                        ha="center", va="bottom")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("update (log scale)")
@@ -122,5 +128,58 @@ def saddle_benchmark(runs: pd.DataFrame, finding) -> plt.Figure | None:
     _gradient_panel(axes[1][0], data, colors, labels)
     _curvature_panel(axes[1][1], data)
     fig.suptitle(finding.title(), fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+ARM_STYLE = {"updates": ("-", "o", "tab:blue"), "examples": ("--", "s", "tab:orange")}
+
+
+def escape(runs: pd.DataFrame, finding) -> plt.Figure:
+    """Figure 10: updates (left) and examples (right) each batch size needed to escape the stuck point, per arm
+    (the same updates, the same examples): the median over seeds with its 95 % interval, every run as a dot, a
+    run that never escaped as an open triangle at its budget; the full batch at other learning rates as crosses."""
+    data = runs[runs["escape.arm"].notna() & (runs["status"] == "ok")]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for ax, unit in zip(axes, ("updates", "examples")):
+        for arm, (line, marker, color) in ARM_STYLE.items():
+            sel = data[data["escape.arm"] == arm].sort_values("batch_size")
+            if sel.empty:
+                continue
+            scale = sel["batch_size"] if unit == "examples" else 1
+            escaped = sel["escape.escaped"].astype(bool)
+            done = pd.Series(np.where(escaped, sel["escape.updates_to_escape"].fillna(0),
+                                      sel["escape.budget_updates"]), index=sel.index).astype(float) * scale
+            ax.plot(sel["batch_size"], done.where(escaped), linestyle="none", marker=".", color=color,
+                    alpha=0.5)
+            ax.plot(sel["batch_size"], done.where(~escaped), linestyle="none", marker="^",
+                    markerfacecolor="none", color=color, markersize=9)
+            med = getattr(finding.arms[arm], unit)
+            sizes = sel.groupby("batch_label", sort=False)["batch_size"].first()
+            xs = [sizes[b] for b in med]
+            vals = [med[b] for b in med]
+            ax.errorbar(xs, [v.value for v in vals], linestyle=line, marker=marker, color=color, capsize=3,
+                        label=f"same {arm} (median over seeds)",
+                        yerr=[[v.value - v.low if v.defined else 0 for v in vals],
+                              [v.high - v.value if v.defined else 0 for v in vals]])
+        fair = data[data["escape.arm"] == "fairness"]
+        for _, r in fair.iterrows():
+            y = (r["escape.updates_to_escape"] if r["escape.escaped"] else r["escape.budget_updates"])
+            y = y * (r["batch_size"] if unit == "examples" else 1)
+            ax.plot([r["batch_size"]], [y], marker="x" if r["escape.escaped"] else "^", color="tab:red",
+                    markerfacecolor="none", markersize=9, linestyle="none")
+            ax.annotate(f"lr {r['learning_rate']:g}", (r["batch_size"], y), xytext=(5, 0), textcoords="offset points",
+                        fontsize=7, color="tab:red")
+        ax.set_yscale("log")
+        batch_axis(ax, data)
+        ax.set_ylabel(f"{unit} to escape (log scale)")
+        ax.set_title(f"{unit.capitalize()} until the probe-set loss is {finding.margin:.0%} below the stuck point's",
+                     fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles += [plt.Line2D([], [], marker="^", markerfacecolor="none", color="gray", linestyle="none"),
+                plt.Line2D([], [], marker="x", color="tab:red", linestyle="none")]
+    labels += ["never escaped (at its budget)", "full batch at another learning rate"]
+    axes[0].legend(handles, labels, fontsize="small")
+    fig.suptitle(finding.title(), fontsize=11)
     fig.tight_layout()
     return fig

@@ -258,8 +258,9 @@ class Probe:
         self.dim = int(sum(self.sizes))
         loss_fn = keras.losses.CategoricalCrossentropy()
 
-        def loss(x, y):
-            return loss_fn(y, model(x, training=False))
+        def loss(x, y):  # the training loss: cross-entropy, and the model's penalties where it has any
+            value = loss_fn(y, model(x, training=False))
+            return value + tf.add_n(model.losses) if model.losses else value
 
         @tf.function
         def grad(x, y):
@@ -297,6 +298,11 @@ class Probe:
     def loss_and_grad(self, x=None, y=None) -> tuple[float, np.ndarray]:
         value, grads = self._grad(self.x if x is None else x, self.y if y is None else y)
         return float(value), _flatten(grads)
+
+    def loss_and_grad_norm_sq(self, x=None, y=None) -> tuple[float, float]:
+        """The mean loss and |gradient|^2 at the current weights, both reduced on the device."""
+        value, sq = self._grad_sq(self.x if x is None else x, self.y if y is None else y)
+        return float(value), float(sq)
 
     def grad_norm_sq(self, x=None, y=None) -> float:
         """|gradient|^2 of the mean loss, reduced on the device: the per-epoch probes need only norms, and
