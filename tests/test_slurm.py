@@ -1,0 +1,99 @@
+"""The Slurm path (bench/slurm.py): the job script it writes, its refusals, and the smoke grid as a 2-shard job array
+on a real single-node Slurm (Debian's slurm-wlm and munge, started here and stopped by the process ids started),
+with one task killed mid-shard and resubmitted: every cell exactly once, and the merged report builds."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench import grid, record, slurm
+
+from .helpers import run
+from .slurm_cluster import LocalSlurm, Unavailable
+
+
+def test_the_job_script_runs_one_shard_per_array_task(tmp_path):
+    text = slurm.job_script(tmp_path, 4, ["--dispatch", "fast"], "h100", 1, "02:00:00", ["--account=abc"])
+    lines = text.splitlines()
+    for wanted in ("#SBATCH --array=1-4", "#SBATCH --partition=h100", "#SBATCH --gpus-per-task=1",
+                   "#SBATCH --time=02:00:00", "#SBATCH --account=abc", "#SBATCH --ntasks=1"):
+        assert wanted in lines
+    assert "#SBATCH --exclusive" not in lines  # a GPU task shares the node's cores, not its device
+    assert "export TF_FORCE_GPU_ALLOW_GROWTH=true XLA_PYTHON_CLIENT_PREALLOCATE=false" in lines
+    cmd = lines[-1]
+    assert cmd.startswith(f"exec {sys.executable} -m pytest") and "bench --dispatch fast" in cmd
+    assert '--shard "${K}/4" --resume' in cmd and f'--bench-store "{tmp_path.resolve()}/shard-${{K}}-of-4.jsonl"' in cmd
+    cpu = slurm.job_script(tmp_path, 2, [], None, 0, None, [])
+    assert "#SBATCH --exclusive" in cpu.splitlines()  # no two timing processes on one node's cores
+    assert not any(line.startswith("#SBATCH --partition") for line in cpu.splitlines())
+
+
+def test_submit_refuses_what_each_task_sets_itself(tmp_path, capsys):
+    assert slurm.main(["submit", "--shards", "2", "--results", str(tmp_path), "--", "--resume"]) == 2
+    assert "--resume: set by each task itself" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        slurm.main(["submit", "--shards", "0", "--results", str(tmp_path)])
+    assert "--shards: '0' is not a whole number >= 1" in capsys.readouterr().err
+    assert slurm.main(["status", str(tmp_path / "nothing")]) == 2
+    assert "no submission.json here" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    try:
+        local = LocalSlurm(tmp_path_factory.mktemp("slurm")).start()
+    except Unavailable as exc:
+        print(f"local Slurm unavailable: {exc}")
+        pytest.skip(f"no local Slurm cluster: {exc}")
+    yield local
+    local.stop()
+
+
+def _cli(cluster, *args) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "bench.slurm", *args], env={**cluster.env, "BENCH_SLURM_POLL_S": "2"})
+
+
+@pytest.mark.slow
+def test_the_smoke_grid_as_a_two_shard_array_on_a_real_slurm(cluster, tmp_path, real_mnist):
+    results = tmp_path / "results"
+    started = time.monotonic()
+    sub = _cli(cluster, "submit", "--shards", "2", "--results", str(results), "--", "--bench-profile", "smoke",
+               "--mnist", real_mnist.source)
+    assert sub.returncode == 0, sub.stderr
+    job = json.loads((results / "submission.json").read_text())["jobs"][0]["id"]
+    assert f"submitted job {job}: 2 shard(s)" in sub.stdout
+
+    # kill shard 1's task once it has stored a run: the run in progress is lost, the stored ones are kept
+    store1 = slurm.store_of(results, 1, 2)
+    deadline = time.monotonic() + 600
+    while not (store1.exists() and len(record.read_store(store1)) >= 2):
+        assert time.monotonic() < deadline, cluster.log_tail("slurmctld")
+        time.sleep(0.5)
+    subprocess.run(["scancel", f"{job}_1"], env=cluster.env, check=True)
+    status = _cli(cluster, "status", str(results), "--wait")
+    assert status.returncode == 1 and "shard(s) 1 stopped short" in status.stdout, status.stdout + status.stderr
+    first_pass = time.monotonic() - started
+
+    again = _cli(cluster, "resubmit", str(results))
+    assert again.returncode == 0 and "resubmitted shard(s) 1 as job" in again.stdout, again.stdout + again.stderr
+    status = _cli(cluster, "status", str(results), "--wait")
+    assert status.returncode == 0 and "2 of 2 shards done" in status.stdout, status.stdout
+    print(f"2-shard smoke array: {time.monotonic() - started:.0f} s in all ({first_pass:.0f} s to the kill's end)")
+
+    cells = grid.parse_sweep("smoke").cells()
+    entries = [e for k in (1, 2) for e in record.read_store(slurm.store_of(results, k, 2))]
+    finished = [e for e in entries if e["record"]["status"] in record.FINISHED]
+    keys = [record.resume_key(e["record"], record.machine_id(e["machine"])) for e in finished]
+    assert len(keys) == len(set(keys)) == len(cells)  # every cell exactly once: the resubmission skipped the done
+    assert {(e["record"]["optimizer"], e["record"]["batch_size"]) for e in finished} == \
+        {(c.optimizer, c.batch_size) for c in cells}
+    assert len(list(results.glob("shard-*-of-2.job*.json"))) == 2  # shard 2's first task and shard 1's second
+
+    stores = sorted(str(p) for p in results.glob("shard-*-of-2.jsonl"))
+    rep = run([sys.executable, "-m", "analysis", "report", *stores, "--out", str(tmp_path / "report")])
+    assert rep.returncode == 0, rep.stderr
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "repeat a measurement" not in text  # nothing counted twice
