@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 FIGURES = ("epoch_time", "time_per_update", "speed_vs_stability", "saddle", "learning_curves", "gpu", "machines",
-           "efficiency", "dispatch", "escape")
+           "efficiency", "dispatch", "escape", "steps_to_target", "sensitivity")
 COMPARE_FIGURES = ("epoch_time", "time_per_update", "speedup", "time_to_target")
 
 
 def draw(f) -> dict:
     """{figure key: Figure, or findings.Skipped with the reason} for a Findings."""
-    from analysis.figures import hardware, saddle, speed, stability
+    from analysis.figures import hardware, saddle, speed, stability, tuning
     from analysis.findings import SaddleBenchmark, Skipped
 
     def made(finding, fn, *data):
@@ -28,21 +28,22 @@ def draw(f) -> dict:
     else:
         figure4 = made(f.saddle[1], saddle.saddle_curves, f.runs[(f.runs["status"] == "ok") & f.runs["budget"].isna()
                                                                & (f.runs["dispatch.mode"] == f.primary_mode)])
-    figure10 = made(f.escape, saddle.escape, f.escape_runs)
+    experiments = {"saddle": figure4, "escape": made(f.escape, saddle.escape, f.escape_runs),
+                   "steps_to_target": made(f.tuning, tuning.steps_to_target, getattr(f.tuning, "steps", None)),
+                   "sensitivity": made(f.tuning, tuning.sensitivity, getattr(f.tuning, "trials", None))}
     if f.summary is None:
-        return {key: {"saddle": figure4, "escape": figure10}.get(key, getattr(f, key)) for key in FIGURES}
+        return {key: experiments.get(key, getattr(f, key, None)) for key in FIGURES}
     ok = f.runs[(f.runs["status"] == "ok") & f.runs["budget"].isna() & (f.runs["dispatch.mode"] == f.primary_mode)]
     return {
         "epoch_time": made(f.epoch_time, speed.epoch_time, f.by_mode),
         "time_per_update": made(f.time_per_update, speed.time_per_update, f.by_mode, f.knees),
         "speed_vs_stability": made(f.speed_vs_stability, stability.speed_vs_stability, f.summary),
-        "saddle": figure4,
         "learning_curves": made(f.learning_curves, stability.learning_curves, ok),
         "gpu": made(f.gpu, hardware.gpu_usage, f.summary),
         "machines": made(f.machines, hardware.machines_relative, f.summary),
         "efficiency": made(f.efficiency, speed.efficiency, f.summary, f.by_mode),
         "dispatch": made(f.dispatch, speed.dispatch_gap, f.by_mode),
-        "escape": figure10,
+        **experiments,
     }
 
 

@@ -236,6 +236,7 @@ class Findings:
     duplicates: int = 0  # runs set aside as repeats of a measurement already counted (analysis.load)
     escape: object = None  # analysis.escape.EscapeFinding or Skipped
     escape_runs: pd.DataFrame | None = None
+    tuning: object = None  # analysis.tuning.TuningFinding or Skipped
 
 
 def _order(summary) -> list:
@@ -397,16 +398,23 @@ def compute(runs: pd.DataFrame) -> Findings:
 
     duplicates = runs.attrs.get("duplicates", 0)
     runs = metrics.add_run_metrics(runs)
-    escaping = runs["escape.arm"].notna() if "escape.arm" in runs else pd.Series(False, index=runs.index)
+    from analysis import tuning as T
+
+    escaping = runs["escape.arm"].notna()
+    tuning_run = runs["tuning.role"].notna()
     escape_runs = runs[escaping]  # the escape experiment's runs: section and figure 10, claim 3's verdict
-    saddle = runs[runs["budget"].notna() & ~escaping]  # the saddle benchmark's runs: figure 4 and its text only
+    tuning_runs = runs[tuning_run]  # the tuning experiment's: section and figures 11-12
+    saddle = runs[runs["budget"].notna() & ~escaping & ~tuning_run]  # the saddle benchmark's: figure 4 and its text
     grid_runs = runs[runs["budget"].isna()]
     found_escape = E.finding(escape_runs) or Skipped("no escape experiment in these files (pytest bench "
                                                      "--experiment escape)")
+    found_tuning = T.finding(tuning_runs) or Skipped("no tuning experiment in these files (pytest bench "
+                                                     "--experiment tuning)")
     if grid_runs.empty:
-        experiments = pd.concat([saddle, escape_runs])
-        f = Findings(experiments, None, None, None, saddle, None, escape=found_escape, escape_runs=escape_runs)
-        why = Skipped("the files hold only the saddle benchmark's or the escape experiment's runs")
+        experiments = pd.concat([saddle, escape_runs, tuning_runs])
+        f = Findings(experiments, None, None, None, saddle, None, escape=found_escape, escape_runs=escape_runs,
+                     tuning=found_tuning)
+        why = Skipped("the files hold only the experiments' runs (saddle benchmark, escape, tuning)")
         for key in ("epoch_time", "time_per_update", "speed_vs_stability", "learning_curves", "gpu", "machines",
                     "efficiency", "dispatch"):
             setattr(f, key, why)
@@ -421,9 +429,9 @@ def compute(runs: pd.DataFrame) -> Findings:
     knee_table = metrics.knees(by_mode)
     ok = mine[mine["status"] == "ok"]
     order = _order(summary)
-    all_runs = pd.concat([grid_runs, saddle, escape_runs])
+    all_runs = pd.concat([grid_runs, saddle, escape_runs, tuning_runs])
     f = Findings(all_runs, summary, by_mode, knee_table, saddle, primary, duplicates=duplicates, escape=found_escape,
-                 escape_runs=escape_runs)
+                 escape_runs=escape_runs, tuning=found_tuning)
     f.claims = claims.per_setting(by_mode, knee_table)
     n_machines = by_mode["machine"].nunique()
     f.epoch_time = EpochTime(f.claims, n_machines)

@@ -134,4 +134,9 @@ def load_runs(paths) -> pd.DataFrame:
     for col in ("achieved_gflops", "peak_fraction", "host_memory_peak_mib"):
         if col not in df:
             df[col] = float("nan")
+    for col in (*record.PROTOCOL, *record.CELL, "escape.arm", "val_accuracy", "val_loss"):
+        if col not in df:  # a nested field no run of these files has (json_normalize leaves a None parent)
+            df[col] = None
+    for col in ("val_accuracy_by_epoch", "test_accuracy_by_epoch"):
+        df[col] = [v if isinstance(v, list) else [] for v in df[col]] if col in df else [[]] * len(df)
     return df

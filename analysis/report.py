@@ -10,6 +10,7 @@ import pandas as pd
 from analysis import metrics
 from analysis import saddle as S
 from analysis.escape import ARMS, EscapeFinding
+from analysis.tuning import PERFECT_SLOPE, TuningFinding
 from analysis.findings import Findings, GridSaddle, SaddleBenchmark, Skipped
 
 
@@ -241,8 +242,55 @@ def learning_curves_text(f) -> str:
             + ", ".join(f"{b}: {fmt(a, '.3f')}" for b, a in f.final_by_batch.items()) + ".")
 
 
+def tuning_text(t: TuningFinding) -> str:
+    """Section 11: the tuned rates, steps to target, where perfect scaling ends, and the ranking."""
+    tuned = t.steps[t.steps["role"] == "tuned"].sort_values(["optimizer", "batch_size"])
+    rows = []
+    for _, r in tuned.iterrows():
+        pinned = t.steps[(t.steps["role"] == "pinned") & (t.steps["optimizer"] == r["optimizer"])
+                         & (t.steps["batch_size"] == r["batch_size"])]
+        p = pinned.iloc[0] if len(pinned) else None
+        rows.append({"optimizer": r["optimizer"], "batch": r["batch_label"], "tuned rate": f"{r['learning_rate']:.3g}",
+                     "updates to target (tuned)": r["steps"].text(".3g") + f" ({r['reached']}/{r['runs']} reached)",
+                     "time to target s (tuned)": r["time"].text(".3g"),
+                     "pinned rate": f"{p['learning_rate']:.3g}" if p is not None else "–",
+                     "updates to target (pinned)": (p["steps"].text(".3g") + f" ({p['reached']}/{p['runs']} reached)"
+                                                    if p is not None else "–")})
+    ends = []
+    for opt, (end, slopes) in t.scaling_end.items():
+        s_text = ", ".join(f"{b1:,}→{b2:,}: {v:+.2f}" for (b1, b2), v in slopes.items())
+        ends.append(f"{opt}: near-perfect scaling up to batch {end:,} (log-log slopes of steps against batch, "
+                    f"{s_text})" if end is not None else f"{opt}: too few cells reached the target to tell")
+    noise = (f" The gradient noise scale B_simple measured by the probes of these files' runs is {t.noise_scale:.3g} "
+             "(median over runs and epochs); McCandlish et al. (2018) expect steps to stop halving around it."
+             if t.noise_scale else " These files carry no gradient-noise-scale probe to compare with (the tuning "
+             "runs are unprobed; see the grid report's probes).")
+    changed = t.ranking[t.ranking["winner changed by tuning"] == "yes"]["batch"].tolist() if len(t.ranking) else []
+    return "\n".join([
+        f"Per optimizer and batch size, {t.trials.groupby('optimizer')['learning_rate'].nunique().max()} learning rates half a decade apart "
+        f"around the pinned rate were tried for {t.budget_updates:,} updates each on {t.train_size:,} training "
+        f"examples; the rate with the best validation accuracy at the end of the budget was chosen (ties: lower "
+        f"validation loss; a diverged trial never wins), then final runs at that rate and at the pinned rate, with "
+        f"other seeds than the trial's. Steps to target: updates until the validation accuracy (the last 10,000 "
+        f"training images, never trained on) first reaches {t.target:.0%}, checked every {t.check_every} updates; "
+        "median over seeds with its 95% bootstrap interval over the seeds that reached it.\n",
+        table(pd.DataFrame(rows)) + "\n",
+        "**Where perfect scaling ends** (steps falling at least as 1/sqrt(batch), a log-log slope of "
+        f"{PERFECT_SLOPE:g} or steeper, from one batch size to the next; perfect scaling is -1): "
+        + "; ".join(ends) + "." + noise + "\n",
+        "![Learning-rate sensitivity](fig12_sensitivity.png)\n",
+        f"{t.sensitivity_title()}. A rate chosen at the grid's edge means the best rate may lie beyond it: widen "
+        "the grid there (--lr-grid).\n",
+        "**The optimizer ranking**, by final validation accuracy after the budget (median over the final seeds, "
+        "95% interval), with pinned and with tuned rates:\n",
+        table(t.ranking) + "\n" if len(t.ranking) else "_no final runs_\n",
+        (f"Tuning changed the winner at batch {', '.join(changed)}." if changed
+         else "Tuning changed the winner at no batch size."),
+    ])
+
+
 RUN_COLUMNS = {"machine": "machine", "dispatch.mode": "mode", "budget": "budget", "optimizer": "optimizer",
-               "batch_label": "batch", "seed": "seed", "status": "status", "epoch_time_s": "epoch s",
+               "batch_label": "batch", "learning_rate": "lr", "seed": "seed", "status": "status", "epoch_time_s": "epoch s",
                "spread": "spread", "compile_s": "compile s", "time_per_update_s": "s/update",
                "test_accuracy": "test acc", "time_to_target_s": "time to target s", "loss_noise": "loss noise"}
 
@@ -274,6 +322,7 @@ SECTIONS = (  # figure key, section title, the finding's text
     ("efficiency", "8. Efficiency against the machine's own peak", efficiency_text),
     ("dispatch", "9. Framework dispatch: default vs fast", dispatch_text),
     ("escape", "10. Escaping a stuck point (claim 3)", escape_text),
+    ("steps_to_target", "11. Tuned learning rates: steps and time to target", tuning_text),
 )
 
 
@@ -282,15 +331,21 @@ def _figure_line(title: str, drawn) -> str:
 
 
 def render_saddle_only(f: Findings, figures: dict) -> str:
-    """The report of files that hold only the saddle benchmark's and the escape experiment's runs."""
-    parts = ["# mnist-mlp-bench saddle points\n",
-             "Plain SGD and the lecture network (sigmoid), probed between intervals (the probe set's loss and "
+    """The report of files that hold only the experiments' runs (saddle benchmark, escape, tuning)."""
+    saddle = isinstance(f.escape, EscapeFinding) or isinstance(f.saddle, SaddleBenchmark)
+    intro = ("Plain SGD and the lecture network (sigmoid), probed between intervals (the probe set's loss and "
              "gradient, Hessian extremes by ARPACK's Lanczos) for the lecture's claim 3: a full batch stalls at "
-             "saddle points where minibatch noise escapes them. Generated by `python -m analysis report`.\n",
+             "saddle points where minibatch noise escapes them. " if saddle else
+             "Learning rates tuned per optimizer and batch size on a validation split, and what tuning changes. ")
+    parts = [f"# mnist-mlp-bench {'saddle points' if saddle else 'tuning'}\n",
+             intro + "Generated by `python -m analysis report`.\n",
              machines_section(f.runs, f.duplicates), verdicts_section(f)]
     if isinstance(f.escape, EscapeFinding):
         parts += ["## The escape experiment\n", _figure_line("Escaping a stuck point", figures.get("escape")),
                   escape_text(f.escape) + "\n"]
+    if isinstance(f.tuning, TuningFinding):
+        parts += ["## The tuning experiment\n", _figure_line("Steps to target", figures.get("steps_to_target")),
+                  tuning_text(f.tuning) + "\n"]
     if isinstance(f.saddle, SaddleBenchmark):
         parts += ["## The saddle benchmark\n", _figure_line("Saddle points", figures.get("saddle")), f.saddle.text + "\n"]
     return "\n".join(parts + ["## All runs\n\n" + runs_table(f.runs) + "\n"])
@@ -319,7 +374,7 @@ def render(f: Findings, figures: dict) -> str:
         parts.append(f"## {title}\n")
         drawn = figures.get(key)
         parts.append(_figure_line(title, drawn))
-        finding = getattr(f, key)
+        finding = getattr(f, {"steps_to_target": "tuning"}.get(key, key))
         if isinstance(drawn, str) and text is not None and not isinstance(finding, Skipped):
             parts.append(text(finding) + "\n")
     parts.append("## All runs\n\n" + runs_table(runs) + "\n")

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 ENV_VAR = "MNIST_NPZ"
+VALIDATION_SIZE = 10_000  # the last 10,000 of the 60,000 training images: validation, never trained on
+MAX_TRAIN_SIZE = 60_000 - VALIDATION_SIZE
 EXPECTED = {
     "x_train": ((60000, 28, 28), np.uint8),
     "y_train": ((60000,), np.uint8),
@@ -38,7 +40,17 @@ class Mnist:
         def y(a):
             return np.eye(10, dtype=np.float32)[a]
 
+        if not 1 <= train_size <= MAX_TRAIN_SIZE:
+            raise DataError(f"train size {train_size} is out of range: 1 to {MAX_TRAIN_SIZE:,} (the last "
+                            f"{VALIDATION_SIZE:,} training images are the validation split)")
         return x(self.x_train[:train_size]), y(self.y_train[:train_size]), x(self.x_test), y(self.y_test)
+
+    def validation(self):
+        """The validation split: the last VALIDATION_SIZE training images (in file order), prepared the same way;
+        no train size reaches them."""
+        start = len(self.x_train) - VALIDATION_SIZE
+        xv = self.x_train[start:].reshape(-1, 784).astype(np.float32) / 255.0
+        return xv, np.eye(10, dtype=np.float32)[self.y_train[start:]]
 
 
 def keras_cache_path() -> Path:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 MNIST_TRAIN_SIZE = 60_000
+MAX_TRAIN_SIZE = 50_000  # the rest is the validation split (bench.data.VALIDATION_SIZE)
 MNIST_TEST_SIZE = 10_000
 FULL = "full"
 MAX_CURVE_POINTS = 1000
@@ -31,7 +32,7 @@ DTYPE = "float32"  # Keras' default floatx, which the suite never changes
 
 # Named experiments beside the grid, run by name (`pytest bench --experiment saddle`): the module of each.
 # Without --experiment only the grid (test_train.py) runs.
-EXPERIMENTS = {"saddle": "test_saddle.py", "escape": "test_escape.py"}
+EXPERIMENTS = {"saddle": "test_saddle.py", "escape": "test_escape.py", "tuning": "test_tuning.py"}
 GRID_MODULE = "test_train.py"
 
 
@@ -157,6 +158,85 @@ def escape_cells(name: str = "cpu", seeds=None) -> list:
     return cells
 
 
+@dataclass(frozen=True)
+class TuningProfile:
+    """The tuning experiment (bench/test_tuning.py): per optimizer x batch size, trials at each rate of a
+    log-spaced grid centred on the pinned rate, for a fixed number of updates checked at equal steps on the
+    validation split; then final runs at the chosen rate and at the pinned rate, other seeds than the trials'."""
+
+    name: str
+    train_size: int
+    batch_sizes: tuple
+    optimizers: tuple
+    updates: int  # every run's budget, whatever the batch size (steps to target are counted within it)
+    checks: int  # validation checks per run: steps to target are resolved to updates / checks
+    grid_points: int  # learning rates in the search, half a decade apart, centred on the pinned rate
+    trial_seed: int
+    final_seeds: tuple  # (the target of steps to target is analysis.metrics.TARGET_ACCURACY's, by profile name)
+    about: str
+
+
+TUNING_PROFILES = {
+    "test": TuningProfile("tuning-test", 300, (10, 100), ("sgd", "adam"), 40, 4, 3, 0, (1, 2),
+                          "the tests: about a minute"),
+    "cpu": TuningProfile("tuning", 5_000, (10, 30, 100, 300, 1000), ("sgd", "adam"), 400, 16, 5, 0, (1, 2, 3),
+                         "sgd and adam, 5 rates, 5,000 examples, 400 updates: about 25 minutes on 2 CPU cores "
+                         "in fast dispatch"),
+    "gpu": TuningProfile("tuning-lecture", 50_000, (10, 100, 1000, 10000, 50000),
+                         ("sgd", "rmsprop", "adam", "adamax", "nadam", "adagrad", "adadelta"), 5_000, 50, 7, 0,
+                         (1, 2, 3), "the lecture's 50,000 examples, 7 rates, 5,000 updates"),
+}
+TUNING_SPACING = 10 ** 0.5  # half a decade between neighbouring rates
+
+
+def tuning_profile(name: str) -> TuningProfile:
+    if name not in TUNING_PROFILES:
+        raise BadOption(f"--tuning-profile: unknown profile {name!r}; choose one of {', '.join(TUNING_PROFILES)}")
+    return TUNING_PROFILES[name]
+
+
+def lr_grid(optimizer: str, points: int, text: str | None = None) -> tuple:
+    """The search's rates: `text` (--lr-grid, comma-separated positive numbers), else `points` rates half a decade
+    apart centred on the optimizer's pinned rate."""
+    if text is not None:
+        rates = []
+        for item in _items("--lr-grid", text):
+            try:
+                rate = float(item)
+            except ValueError:
+                rate = -1.0
+            if not (rate > 0 and math.isfinite(rate)):
+                raise BadOption(f"--lr-grid: {item!r} is not a positive learning rate; give e.g. 0.001,0.01,0.1")
+            rates.append(rate)
+        return tuple(sorted(set(rates)))
+    centre = LEARNING_RATES.get(optimizer, 0.001)
+    return tuple(float(f"{centre * TUNING_SPACING ** (i - (points - 1) / 2):.4g}") for i in range(points))
+
+
+def tuning_cells(name: str = "cpu", optimizers=None, lr_text: str | None = None, seeds=None) -> list:
+    """Trials first (every optimizer x batch size x rate, the trial seed), then the final runs (the tuned and the
+    pinned rate, each final seed): pytest runs them in this order, so every final run finds its trials."""
+    p = tuning_profile(name)
+    opts = p.optimizers if optimizers is None else tuple(_items("--optimizers", optimizers))
+    unknown = [o for o in opts if o not in LEARNING_RATES]
+    if unknown:
+        raise BadOption(f"--optimizers: {unknown[0]!r} has no pinned rate to centre a search on; choose among "
+                        f"{', '.join(LEARNING_RATES)}")
+    final_seeds = p.final_seeds if seeds is None else parse_seeds(seeds)
+
+    def cell(opt, bs, seed, role, lr=None):
+        full = bs >= p.train_size
+        return RunConfig(p.name, opt, min(bs, p.train_size), full, "sigmoid", seed, p.train_size, p.checks,
+                         dispatch="fast", probes=False, budget="updates", total_updates=p.updates, learning_rate=lr,
+                         tuning_role=role)
+
+    trials = [cell(o, b, p.trial_seed, "trial", lr) for o in opts for b in p.batch_sizes
+              for lr in lr_grid(o, p.grid_points, lr_text)]
+    finals = [cell(o, b, s, role) for o in opts for b in p.batch_sizes for role in ("tuned", "pinned")
+              for s in final_seeds]
+    return trials + finals
+
+
 class BadOption(ValueError):
     """A command-line value that is not allowed; the message is one line for the user."""
 
@@ -180,6 +260,9 @@ class RunConfig:
     budget: str | None = None  # "epochs", "examples" or "updates": which quantity is held equal across batch sizes
     total_updates: int | None = None
     learning_rate: float | None = None  # None: the suite's pinned rate (LEARNING_RATES) or Keras' default
+    # the tuning experiment: "trial" (one rate of the search), "tuned" (a final run at the rate the trials chose,
+    # known only when it runs) or "pinned" (a final run at the pinned rate); None elsewhere
+    tuning_role: str | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -196,6 +279,9 @@ class RunConfig:
         label = FULL if self.full_batch else str(self.batch_size)
         budget = f"-same{self.budget}" if self.budget else ""
         lr = f"-lr{self.learning_rate:g}" if self.learning_rate is not None else ""
+        if self.tuning_role in ("tuned", "pinned"):
+            lr = f"-{self.tuning_role}"
+        budget = "" if self.tuning_role else budget
         return f"{self.optimizer}-bs{label}{budget}{lr}-seed{self.seed}"
 
     @property
@@ -211,6 +297,7 @@ class RunConfig:
                 "activation": self.activation, "dtype": DTYPE, "optimizer": self.optimizer,
                 "batch_size": self.batch_size, "full_batch": self.full_batch, "budget": self.budget,
                 "lr_setting": self.learning_rate, "seed": self.seed, "probes": {"requested": self.probes},
+                "tuning": {"role": self.tuning_role} if self.tuning_role else None,
                 "dispatch": {"mode": self.dispatch, "backend": backend,
                              "threads": {"intra_op": threads, "inter_op": threads} if threads else None}}
 
@@ -274,8 +361,9 @@ def parse_profile(text: str | None) -> Profile:
 
 
 def parse_train_size(text: str) -> int:
-    return _int("--train-size", text, low=1, high=MNIST_TRAIN_SIZE,
-                what=f"the train size is 1 to {MNIST_TRAIN_SIZE:,} (MNIST's training set)")
+    return _int("--train-size", text, low=1, high=MAX_TRAIN_SIZE,
+                what=f"the train size is 1 to {MAX_TRAIN_SIZE:,} (MNIST's 60,000 training images less the last "
+                     "10,000, the validation split)")
 
 
 def parse_epochs(text: str) -> int:

@@ -27,7 +27,7 @@ GRID_OPTIONS = {  # option: (grid.parse_sweep's argument, help)
     "--optimizers": ("optimizers", "comma-separated Keras optimizer names, 'lecture' (the lecture's seven, default) "
                                    "or 'all'"),
     "--epochs": ("epochs", "epochs per run (default: the profile's)"),
-    "--train-size": ("train_size", "first N MNIST training examples, 1 to 60000 (default: the profile's)"),
+    "--train-size": ("train_size", "first N MNIST training examples, 1 to 50000 (the last 10,000 are the validation split; default: the profile's)"),
     "--seeds": ("seeds", "comma-separated seeds (default: 0)"),
     "--activation": ("activation", "hidden activation: sigmoid (the lecture's, default) or relu"),
     "--dispatch": ("dispatch", "default (what model.fit gives a user) or fast (an epoch per compiled call: no "
@@ -73,6 +73,12 @@ def pytest_addoption(parser):
     group.addoption("--escape-profile", dest="bench_escape_profile", default="cpu",
                     help="--experiment escape's grid: " + ", ".join(f"{k} ({p.about})"
                                                                     for k, p in grid.ESCAPE_PROFILES.items()))
+    group.addoption("--tuning-profile", dest="bench_tuning_profile", default="cpu",
+                    help="--experiment tuning's grid: " + ", ".join(f"{k} ({p.about})"
+                                                                    for k, p in grid.TUNING_PROFILES.items()))
+    group.addoption("--lr-grid", dest="bench_lr_grid", default=None,
+                    help="--experiment tuning's learning rates for every optimizer, comma-separated (default: the "
+                         "profile's count of rates half a decade apart, centred on each optimizer's pinned rate)")
     group.addoption("--mnist", dest="bench_mnist", default=None,
                     help="Keras-layout mnist.npz (default: $MNIST_NPZ, then Keras' cache, then download)")
     group.addoption("--bench-store", dest="bench_store", default=record.DEFAULT_STORE,
@@ -81,6 +87,9 @@ def pytest_addoption(parser):
                     help="TensorFlow intra- and inter-op threads (default: TensorFlow's, one per core)")
     group.addoption("--machine-label", dest="bench_machine_label", default=None,
                     help="short name of this machine in results and reports (default: e.g. H100-80GB, EPYC-2c)")
+    group.addoption("--shard", dest="bench_shard", default=None, metavar="K/N",
+                    help="run only the K-th of N slices of the grid, balanced by estimated cost (N processes, e.g. "
+                         "a Slurm job array, cover every cell once; see python -m bench.slurm)")
     group.addoption("--resume", dest="bench_resume", action="store_true",
                     help="skip the cells whose finished record (same protocol, settings, cell, seed, machine) is "
                          "in the store")
@@ -113,7 +122,13 @@ def _parse(config) -> State:
         cells = grid.saddle_cells(opt("bench_saddle_profile"), opt("bench_train_size"), opt("bench_seeds"))
     elif experiment == "escape":
         cells = grid.escape_cells(opt("bench_escape_profile"), opt("bench_seeds"))
+    elif experiment == "tuning":
+        cells = grid.tuning_cells(opt("bench_tuning_profile"), opt("bench_optimizers"), opt("bench_lr_grid"),
+                                  opt("bench_seeds"))
     threads = opt("bench_threads")
+    from bench import shard
+
+    shard.parse(opt("bench_shard"))  # a bad K/N is a usage error before anything runs
     return State(sweep=sweep, experiment=experiment, experiment_cells=cells, store=opt("bench_store"),
                  threads=None if threads is None else grid.parse_threads(threads),
                  machine_label=opt("bench_machine_label"), reruns=grid.parse_reruns(opt("bench_rerun_unstable")))
@@ -166,6 +181,8 @@ def pytest_collection_modifyitems(session, config, items):
             backend.enable_determinism()
         if state.experiment and backend.NO_PROBES:
             raise backends.Unsupported(f"--experiment {state.experiment}: {backend.NO_PROBES}")
+        if config.getoption("bench_shard"):
+            _shard(config, state, items)
         if config.getoption("bench_resume"):
             _resume(config, state, items)
     except (data.DataError, record.StoreError, backends.Unsupported) as exc:
@@ -179,6 +196,29 @@ def _machine(state: State) -> dict:
 
         state.machine = store_machine(state.machine_label)
     return state.machine
+
+
+def _shard(config, state: State, items) -> None:
+    """Keep the items of this shard (bench.shard.split over every collected cell) and write the shard's plan beside
+    its store (what `python -m bench.slurm status` counts finished cells against)."""
+    from bench import shard
+    from bench.backends import name
+
+    k, n = shard.parse(config.getoption("bench_shard"))
+    cells = [c for c in map(_cell_of, items) if c is not None]
+    mine = {c.test_id for c in shard.split(cells, n)[k - 1]}
+    kept = [i for i in items if _cell_of(i) is None or _cell_of(i).test_id in mine]
+    dropped = [i for i in items if i not in kept]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+    me = record.machine_id(_machine(state))
+    planned = [c for c in cells if c.test_id in mine]
+    shard.write_plan(state.store, k, n, [c.test_id for c in planned],
+                     [record.resume_key(c.planned(name(), state.threads), me) for c in planned])
+    _say(config, f"shard {k}/{n}: {len(mine)} of {len(cells)} cells, estimated "
+                 f"{shard.loads([planned])[0] / 60:.1f} min of {sum(shard.loads([cells])) / 60:.1f} (like "
+                 f"{shard.REFERENCE})")
 
 
 def _resume(config, state: State, items) -> None:
@@ -264,9 +304,19 @@ def is_timing(rec: record.Record) -> bool:
 def _attempts(cell, state, train, progress, node) -> record.Record:
     """Train the cell, again while its timing is unstable (up to --rerun-unstable more times); every attempt is
     stored as it finishes, the most stable one is returned."""
-    attempts = []
+    attempts, tuning = [], None
+    if cell.tuning_role is not None:
+        from bench import tuning as T
+
+        profile = grid.tuning_profile(node.config.getoption("bench_tuning_profile"))
+        try:
+            cell, tuning = T.prepare(cell, record.read_store(state.store), record.machine_id(_machine(state)),
+                                     node.config.getoption("bench_lr_grid"), profile.grid_points)
+        except T.NoTrials as exc:
+            pytest.fail(str(exc), pytrace=False)
     for attempt in range(1, state.reruns + 2):
         rec = train(cell, state.mnist, peak=state.calibration, on_epoch=progress, attempt=attempt, start=state.start)
+        rec.tuning = tuning
         record.append(state.store, node.nodeid, rec.to_dict(), machine=_machine(state), version=state.code_version)
         attempts.append(rec)
         if not rec.unstable or rec.status not in record.FINISHED:
@@ -290,7 +340,8 @@ def run_cell(request, benchmark, bench_state):
     def _run(cell: grid.RunConfig) -> record.Record:
         rec = _attempts(cell, bench_state, run, progress, node)
         data = rec.to_dict()
-        benchmark.group = cell.optimizer if cell.budget is None else f"{cell.profile}: sgd, same {cell.budget}"
+        benchmark.group = (cell.optimizer if cell.budget is None else f"{cell.profile}: {cell.optimizer} "
+                           + (cell.tuning_role if cell.tuning_role else f"same {cell.budget}"))
         benchmark.params = cell.params
         benchmark.extra_info.update(data)
         benchmark._mode = "mnist-mlp-bench steady samples"  # used, with or without stats (no "not used" warning)

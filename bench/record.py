@@ -38,7 +38,8 @@ PROTOCOL = ("profile", "train_size", "epochs", "activation", "dtype", "dispatch.
 # (a thread count is how `reports/compare/cpu-2-vs-1-threads` was made): part of the resume key only.
 SETTINGS = ("threads", "probes")
 # The grid cell within a protocol.
-CELL = ("optimizer", "batch_size", "full_batch", "budget", "lr_setting")
+# `tuning.role` tells the tuning experiment's trials (one per rate) from its final runs at the tuned or the pinned rate.
+CELL = ("optimizer", "batch_size", "full_batch", "budget", "lr_setting", "tuning.role")
 
 
 def _f(doc: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
@@ -167,6 +168,29 @@ class Escape:
 
 
 @dataclass(kw_only=True)
+class Trial:
+    """One trial of a learning-rate search, as the final run that used the search saw it."""
+
+    learning_rate: float = _f("the trial's learning rate")
+    status: str = _f("the trial's status (a diverged trial never wins)")
+    val_accuracy: float | None = _f("its validation accuracy at the end of the budget")
+    val_loss: float | None = _f("its validation loss there (breaks ties)")
+
+
+@dataclass(kw_only=True)
+class Tuning:
+    """The tuning experiment's part of a record (bench/tuning.py)."""
+
+    role: str = _f("trial (one rate of the search), tuned (a final run at the chosen rate) or pinned (a final run "
+                   "at the suite's pinned rate, the comparison)")
+    grid: list[float] = _f("the search's learning rates")
+    rule: str = _f("how the rate is chosen")
+    trials: list[Trial] = _f("the trials the choice was made from (final runs; empty for a trial)", factory=list)
+    chosen: float | None = _f("the chosen rate (final runs; None for a trial or when no trial finished)", None)
+    pinned: float = _f("the suite's pinned rate for this optimizer (the grid's centre)")
+
+
+@dataclass(kw_only=True)
 class Record:
     """One training run: what ran, what it cost, what it reached (DESIGN.md's contract). Units are in the names."""
 
@@ -181,7 +205,7 @@ class Record:
     activation: str = _f("hidden activation: sigmoid or relu")
     dtype: str = _f("training dtype")
     seed: int = _f("seed of initialisation and shuffling")
-    train_size: int = _f("training examples (the first N of MNIST's training set)")
+    train_size: int = _f("training examples (the first N of MNIST's training set; at most 50,000)")
     test_size: int = _f("test examples evaluated")
     epochs: int = _f("epochs (or equal update intervals) asked for")
     epochs_done: int = _f("epochs that finished")
@@ -210,7 +234,14 @@ class Record:
     train_accuracy: float | None = _f("accuracy on the training subset after the last epoch")
     test_loss: float | None = _f("loss on the test set after the last epoch")
     test_accuracy: float | None = _f("accuracy on the test set after the last epoch")
-    test_accuracy_by_epoch: list[float] = _f("test accuracy after each epoch")
+    test_accuracy_by_epoch: list[float] = _f("test accuracy after each epoch (the tuning experiment: none, only the "
+                                             "final test_accuracy)")
+    val_size: int | None = _f("validation examples: the last 10,000 of MNIST's training images, never trained on "
+                              "(None: a record from before the split)", None)
+    val_loss: float | None = _f("loss on the validation split after the last epoch", None)
+    val_accuracy: float | None = _f("accuracy on the validation split after the last epoch", None)
+    val_accuracy_by_epoch: list[float] = _f("validation accuracy after each epoch (what targets and tuning read)",
+                                            factory=list)
     train_loss_by_epoch: list[float | None] = _f("Keras' running mean of the training loss over each epoch")
     loss_curve: list[list] = _f("[[update, minibatch loss], ...] every curve_stride-th update")
     grad_norm_curve: list[list] = _f("[[update, minibatch gradient L2 norm], ...] every grad_norm_stride-th update")
@@ -234,6 +265,7 @@ class Record:
     gpu: Gpu = _f("NVML's samples of the timed epochs")
     dispatch: Dispatch = _f("how the steps were driven")
     escape: Escape | None = _f("the escape experiment's measurement; None elsewhere", None)
+    tuning: Tuning | None = _f("the tuning experiment's role and search; None elsewhere", None)
 
     def to_dict(self) -> dict:
         """Plain JSON types, keys in declaration order (the form stored and written to extra_info)."""

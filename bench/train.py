@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import time
+
+import numpy as np
 from dataclasses import asdict, dataclass, field
 
 from bench import backends, escape
@@ -28,11 +30,14 @@ def _epoch_clock_class(keras):
         """Times each epoch's training steps, then (untimed) evaluates on the test set, checks for NaN and
         lets the prober look at the weights."""
 
-        def __init__(self, x_test, y_test, sampler: GpuSampler, prober=None, on_epoch=None, stop=None):
+        def __init__(self, x_test, y_test, sampler: GpuSampler, prober=None, on_epoch=None, stop=None,
+                     validation=None, test_each_epoch=True):
             super().__init__()
             self.x_test, self.y_test, self.sampler, self.prober = x_test, y_test, sampler, prober
             self.on_epoch, self.stop = on_epoch, stop  # stop(probe point) -> True ends training there
+            self.validation, self.test_each_epoch = validation, test_each_epoch
             self.times, self.test_acc, self.test_loss, self.train_loss = [], [], [], []
+            self.val_acc, self.val_loss = [], []
             self.diverged = False
             self._start = None
 
@@ -51,16 +56,36 @@ def _epoch_clock_class(keras):
                 self.diverged = True
                 self.model.stop_training = True
                 return
-            result = self.model.evaluate(self.x_test, self.y_test, batch_size=EVAL_BATCH_SIZE, verbose=0,
-                                         return_dict=True)
-            self.test_loss.append(float(result["loss"]))
-            self.test_acc.append(float(result["accuracy"]))
+            if self.validation is not None:
+                loss_v, acc_v = evaluate_split(self.model, *self.validation)
+                self.val_loss.append(loss_v)
+                self.val_acc.append(acc_v)
+            if self.test_each_epoch:
+                self.evaluate_test()
             if self.prober is not None:
                 entry = self.prober.epoch_end(epoch, backends.current().to_int(self.model.optimizer.iterations))
                 if self.stop is not None and self.stop(entry):
                     self.model.stop_training = True
 
+        def evaluate_test(self):
+            result = self.model.evaluate(self.x_test, self.y_test, batch_size=EVAL_BATCH_SIZE, verbose=0,
+                                         return_dict=True)
+            self.test_loss.append(float(result["loss"]))
+            self.test_acc.append(float(result["accuracy"]))
+
     return EpochClock
+
+
+def evaluate_split(model, x, y, batch: int = 10_000) -> tuple[float, float]:
+    """(categorical cross-entropy, accuracy) of the model on (x, y), from its predictions in a few large batches
+    (a tenth of model.evaluate's fixed cost; the loss clipped as Keras clips it)."""
+    losses, hits = 0.0, 0
+    for i in range(0, len(x), batch):
+        p = np.asarray(model.predict_on_batch(x[i:i + batch]), dtype=np.float64)
+        t = np.argmax(y[i:i + batch], axis=1)
+        losses += float(-np.log(np.clip(p[np.arange(len(t)), t], 1e-7, 1.0)).sum())
+        hits += int((np.argmax(p, axis=1) == t).sum())
+    return losses / len(x), hits / len(x)
 
 
 def compile_args(cfg: RunConfig) -> dict:
@@ -149,7 +174,9 @@ def prepare(cfg: RunConfig, data, max_curve_points: int, sampler: GpuSampler | N
         prober = Prober(probe, seed=cfg.seed, noise=start is None) if probe is not None else None
     sampler = sampler or GpuSampler()
     stop = (lambda entry: escape.stops(entry, start)) if start is not None else None
-    clock = _epoch_clock_class(keras)(x_test, y_test, sampler, prober, on_epoch, stop)
+    # the tuning experiment checks the validation split often: its test accuracy is read once, at the end
+    clock = _epoch_clock_class(keras)(x_test, y_test, sampler, prober, on_epoch, stop, validation=data.validation(),
+                                      test_each_epoch=cfg.tuning_role is None)
     return Setup(model, optimizer, x_train, y_train, learning_rate, len(x_test), recorder, prober, clock, sampler,
                  memory_start, start, escape.digest(model.get_weights()) if start is not None else None)
 
@@ -177,6 +204,8 @@ def fit_and_classify(cfg: RunConfig, s: Setup) -> Outcome:
     if s.clock.diverged:
         outcome.status = "diverged"
         outcome.error = f"training loss became {s.clock.train_loss[-1]} in epoch {len(s.clock.train_loss)}"
+    if outcome.status == "ok" and not s.clock.test_each_epoch:
+        s.clock.evaluate_test()
     if outcome.status == "ok":
         outcome.train_eval = s.model.evaluate(s.x_train, s.y_train, batch_size=EVAL_BATCH_SIZE, verbose=0,
                                               return_dict=True)
@@ -263,7 +292,11 @@ def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, atte
         train_accuracy=out.train_eval["accuracy"] and float(out.train_eval["accuracy"]),
         test_loss=clock.test_loss[-1] if clock.test_loss and ok else None,
         test_accuracy=clock.test_acc[-1] if clock.test_acc and ok else None,
-        test_accuracy_by_epoch=clock.test_acc, train_loss_by_epoch=[_finite(v) for v in clock.train_loss],
+        test_accuracy_by_epoch=clock.test_acc if clock.test_each_epoch else [],
+        val_size=len(clock.validation[0]) if clock.validation is not None else None,
+        val_loss=clock.val_loss[-1] if clock.val_loss and ok else None,
+        val_accuracy=clock.val_acc[-1] if clock.val_acc and ok else None, val_accuracy_by_epoch=clock.val_acc,
+        train_loss_by_epoch=[_finite(v) for v in clock.train_loss],
         loss_curve=[[u, _finite(v)] for u, v in loss_curve], grad_norm_curve=[[u, _finite(v)] for u, v in grad_curve],
         curve_stride=s.recorder.stride if s.recorder else None,
         grad_norm_stride=s.recorder.norm_stride if s.recorder else None,
@@ -271,7 +304,7 @@ def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, atte
         host_memory_peak_mib=memory["peak_mib"], host_memory_run_mib=memory["run_mib"],
         host_memory_source=memory["source"],
         diverged=out.status == "diverged", gpu=Gpu(**s.sampler.summary()), dispatch=dispatch(cfg, s.model),
-        attempt=attempt, lr_setting=cfg.learning_rate, escape=_escape(cfg, s, probe_fields["hessian"]),
+        attempt=attempt, lr_setting=cfg.learning_rate if cfg.tuning_role in (None, "trial") else None, escape=_escape(cfg, s, probe_fields["hessian"]),
     )
 
 

@@ -78,7 +78,7 @@ def test_all_optimizers_come_from_keras_without_wrappers():
     (dict(batch_sizes="20000"), "use 'full'"),
     (dict(optimizers="adamm"), "unknown optimizer 'adamm'; known: lecture, all, adadelta"),
     (dict(optimizers="adamw"), "unknown optimizer 'adamw'"),  # without discover: only the lecture's seven
-    (dict(train_size="0"), "--train-size: 0 is out of range; the train size is 1 to 60,000"),
+    (dict(train_size="0"), "--train-size: 0 is out of range; the train size is 1 to 50,000"),
     (dict(train_size="60001"), "--train-size: 60001 is out of range"),
     (dict(epochs="0"), "--epochs: 0 is out of range"),
     (dict(profile="huge"), "unknown profile 'huge'; choose one of smoke, quick, lecture"),

@@ -82,7 +82,7 @@ def test_keys_separate_protocols_settings_and_machines():
     assert record.resume_key(tf, "other|cpu|no-gpu") != key
     assert record.protocol_key(tf) == ("smoke", cell.train_size, cell.epochs, "sigmoid", "float32", "default",
                                        "tensorflow")
-    assert record.cell_key(tf) == (cell.optimizer, cell.batch_size, False, None, None)
+    assert record.cell_key(tf) == (cell.optimizer, cell.batch_size, False, None, None, None)
 
 
 def test_upgrade_fills_what_older_runs_used():

@@ -81,6 +81,9 @@ class _NanMnist:
         x[0, 0] = np.nan
         return x, y, xt, yt
 
+    def validation(self):
+        return self.mnist.validation()
+
 
 def test_divergence_is_a_result(small_mnist):
     record = train.run(cfg("sgd", 50, 200, 3, probes=False), _NanMnist(small_mnist))

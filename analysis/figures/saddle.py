@@ -163,13 +163,16 @@ def escape(runs: pd.DataFrame, finding) -> plt.Figure:
                         yerr=[[v.value - v.low if v.defined else 0 for v in vals],
                               [v.high - v.value if v.defined else 0 for v in vals]])
         fair = data[data["escape.arm"] == "fairness"]
+        points = {}  # runs that land on one point share one marker and one label
         for _, r in fair.iterrows():
             y = (r["escape.updates_to_escape"] if r["escape.escaped"] else r["escape.budget_updates"])
             y = y * (r["batch_size"] if unit == "examples" else 1)
-            ax.plot([r["batch_size"]], [y], marker="x" if r["escape.escaped"] else "^", color="tab:red",
-                    markerfacecolor="none", markersize=9, linestyle="none")
-            ax.annotate(f"lr {r['learning_rate']:g}", (r["batch_size"], y), xytext=(5, 0), textcoords="offset points",
-                        fontsize=7, color="tab:red")
+            points.setdefault((r["batch_size"], y, bool(r["escape.escaped"])), []).append(r["learning_rate"])
+        for (b, y, escaped), rates in points.items():
+            ax.plot([b], [y], marker="x" if escaped else "^", color="tab:red", markerfacecolor="none", markersize=9,
+                    linestyle="none")
+            ax.annotate("lr " + ", ".join(f"{x:g}" for x in sorted(rates)), (b, y), xytext=(5, 0),
+                        textcoords="offset points", fontsize=7, color="tab:red")
         ax.set_yscale("log")
         batch_axis(ax, data)
         ax.set_ylabel(f"{unit} to escape (log scale)")
