@@ -39,7 +39,8 @@ def test_jax_records_follow_the_contract(jax_run):
         assert rec.dispatch.threads is None and rec.dispatch.device == "CPU"
         # the curve recorder is part of the TensorFlow train step: on JAX no curves, and the record says so
         assert rec.loss_curve == [] and rec.curve_stride is None and rec.grad_norm_stride is None
-        assert rec.probes.enabled is False and rec.probes.requested is True and "tensorflow" in rec.probes.reason
+        assert rec.probes.enabled is True and rec.hessian is not None and rec.hessian.lambda_max > 0  # probes on JAX
+        assert len(rec.full_grad_norm_by_epoch) == cell.epochs and len(rec.noise_scale_by_epoch) == cell.epochs
     assert recs["test_train[adam-bs10-seed0]"].test_accuracy > 0.5  # 10 classes: chance is 0.1
     assert len((out / "runs.jsonl").read_text().splitlines()) == len(cells)
 
@@ -70,4 +71,98 @@ def test_the_jax_backend_says_what_it_cannot_do():
         backend.enable_determinism()
     with pytest.raises(Unsupported, match="--threads needs the tensorflow backend"):
         backend.set_threads(2)
-    assert backend.NO_PROBES and backend.NO_CURVES and backend.threads() is None
+    assert backend.NO_PROBES is None and backend.NO_CURVES and backend.threads() is None
+    assert backend.DEVICE_LOOP  # --dispatch fast: the stateless train step in a jitted epoch (fit_device_loop)
+
+
+FAST_VS_DEFAULT = """
+import json, sys
+from bench import data, grid, train
+d = data.read_npz(sys.argv[1])
+out = {}
+for mode in ("fast", "default"):
+    r = train.run(grid.RunConfig("smoke", "adam", 7, False, "sigmoid", 0, 500, 4, dispatch=mode, probes=False), d)
+    out[mode] = {"updates": r.updates, "driver": r.dispatch.driver, "acc": r.test_accuracy, "status": r.status,
+                 "epochs": len(r.epoch_times_s), "loss": r.train_loss_by_epoch}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_jax_fast_keeps_training_on_the_device_with_fits_updates(real_mnist):
+    """Batch 7 on 500 examples: 71 full batches and a partial one of 3 per epoch, as model.fit makes them."""
+    proc = run([sys.executable, "-c", FAST_VS_DEFAULT, real_mnist.source], env=JAX)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    fast, default = res["fast"], res["default"]
+    assert fast["status"] == default["status"] == "ok"
+    assert fast["updates"] == default["updates"] == 4 * 72 and fast["epochs"] == 4
+    assert (fast["driver"], default["driver"]) == ("device_loop", "keras_fit")
+    assert fast["acc"] > 0.5 and abs(fast["acc"] - default["acc"]) < 0.1  # the same training within seed noise
+    assert fast["loss"][-1] < fast["loss"][0]  # the epochs' logs come back from the device
+
+
+SAME_WEIGHTS = """
+import json, sys
+import numpy as np
+from bench import curvature
+from bench.backends import current
+from bench.model import build_mlp
+keras = current().keras
+with np.load(sys.argv[1]) as f:
+    weights, x, y = [f[f"w{i}"] for i in range(6)], f["x"], f["y"]
+model = build_mlp("sigmoid", cls=keras.Sequential)
+model.set_weights(weights)
+probe = current().probe(model, x, y)
+loss, sq = probe.loss_and_grad_norm_sq()
+h = curvature.hessian_extremes(probe)
+print(json.dumps({"loss": loss, "grad_norm": sq ** 0.5, "lambda_max": h["lambda_max"], "lambda_min": h["lambda_min"],
+                  "converged": h["converged"], "dim": probe.dim}))
+"""
+
+
+@pytest.mark.slow
+def test_the_same_weights_give_the_same_curvature_on_both_backends(tmp_path, small_mnist):
+    """One set of weights and examples, loaded into Keras on TensorFlow and on JAX: the same loss, gradient norm
+    and lambda_max (within 1 %): the probes measure the network, not the framework."""
+    import numpy as np
+
+    x, y, _, _ = small_mnist.prepared(256)
+    rng = np.random.default_rng(0)
+    shapes = [(784, 500), (500,), (500, 500), (500,), (500, 10), (10,)]
+    weights = [rng.normal(0, 0.05, s).astype("float32") for s in shapes]
+    np.savez(tmp_path / "w.npz", x=x, y=y, **{f"w{i}": w for i, w in enumerate(weights)})
+    out = {}
+    for backend in ("tensorflow", "jax"):
+        proc = run([sys.executable, "-c", SAME_WEIGHTS, str(tmp_path / "w.npz")], env={"KERAS_BACKEND": backend})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[backend] = json.loads(proc.stdout.strip().splitlines()[-1])
+    tf_, jx = out["tensorflow"], out["jax"]
+    assert tf_["dim"] == jx["dim"] == 784 * 500 + 500 + 500 * 500 + 500 + 500 * 10 + 10
+    assert jx["loss"] == pytest.approx(tf_["loss"], rel=1e-4)
+    assert jx["grad_norm"] == pytest.approx(tf_["grad_norm"], rel=1e-3)
+    assert tf_["converged"] and jx["converged"]
+    assert jx["lambda_max"] == pytest.approx(tf_["lambda_max"], rel=0.01)
+
+
+@pytest.mark.slow
+def test_the_gpu_script_dry_runs_on_the_cpu(tmp_path, real_mnist):
+    """scripts/gpu_lecture.sh with a tiny profile and no GPU required: a store, the sweeps' benchmark JSON, the
+    dispatch table and the environment land in $OUT."""
+    from .helpers import ROOT
+
+    out = tmp_path / "out"
+    env = {"PROFILE": "smoke", "REQUIRE_GPU": "0", "OPTIMIZERS": "sgd", "BATCHES": "10,full",
+           "OVERHEAD_BATCHES": "10", "OVERHEAD_TRAIN": "500", "OUT": str(out), "MNIST_NPZ": real_mnist.source,
+           "PYTHON": sys.executable}
+    proc = run(["bash", str(ROOT / "scripts" / "gpu_lecture.sh")], env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "jax" in (out / "environment.txt").read_text()
+    fast = json.loads((out / "lecture-fast.json").read_text())
+    assert {b["extra_info"]["dispatch"]["driver"] for b in fast["benchmarks"]} == {"device_loop"}
+    assert len(fast["benchmarks"]) == 2
+    default = json.loads((out / "lecture-default-2ep.json").read_text())
+    assert {b["extra_info"]["epochs"] for b in default["benchmarks"]} == {2} and len(default["benchmarks"]) == 4
+    assert len((out / "gpu-runs.jsonl").read_text().splitlines()) == 6
+    (row,) = json.loads((out / "overhead.json").read_text())["dispatch"]
+    assert row["batch_size"] == 10 and row["fast_over_floor"] > 0

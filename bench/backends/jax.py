@@ -9,9 +9,9 @@ import keras
 from bench.backends import Unsupported
 
 NAME = "jax"
-DEVICE_LOOP = False  # --dispatch fast is model.fit with XLA and steps_per_execution = an epoch
+DEVICE_LOOP = True  # --dispatch fast: each epoch one jitted call of the model's stateless train step (fit_device_loop)
 NO_CURVES = "the curve recorder is part of the TensorFlow train step; the JAX backend records none"
-NO_PROBES = "the probes need the tensorflow backend"
+NO_PROBES = None  # the probes run on JAX too (Probe: forward-over-reverse Hessian-vector products)
 
 
 def enable_determinism() -> None:
@@ -71,8 +71,72 @@ def build_model(activation: str, recorder=None):
     return build_mlp(activation, cls=keras.Sequential)
 
 
+def _state(model) -> tuple:
+    return ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
+            [v.value for v in model.optimizer.variables], [v.value for v in model.metrics_variables])
+
+
+def _assign(model, state) -> None:
+    groups = (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables,
+              model.metrics_variables)
+    for variables, values in zip(groups, state):
+        for ref, value in zip(variables, values):
+            ref.assign(value)
+
+
 def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, callbacks=()) -> None:
-    raise Unsupported("the device loop is written for the tensorflow backend")
+    """`model.fit(x, y, batch_size, epochs, shuffle=True)` with each epoch one jitted call: the JAX counterpart of
+    the TensorFlow backend's device loop.
+
+    The training set is placed on the device once; each epoch draws a fresh permutation on the device
+    (jax.random, keyed by seed and epoch) and runs the model's own stateless `train_step` (Keras' loss,
+    optimizer and metrics) over every batch in a `lax.fori_loop`, the last batch partial as in fit. The
+    variables are read from the model before the epoch and written back after it, so callbacks and
+    evaluation see the trained weights; `model.stop_training` ends the run after an epoch.
+    """
+    import jax.numpy as jnp
+
+    n = len(x)
+    steps, rest = divmod(n, batch_size)
+    xd, yd = jax.device_put(x), jax.device_put(y)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    if not model.compiled:
+        raise Unsupported("the device loop needs a compiled model")
+    model._symbolic_build(data_batch=(x[:1], y[:1]))  # metrics' variables, as fit builds them
+
+    def step(state, xd, yd, index):
+        return model.train_step(state, (jnp.take(xd, index, axis=0), jnp.take(yd, index, axis=0)))
+
+    @jax.jit
+    def epoch(state, key, xd, yd):
+        order = jax.random.permutation(key, n)
+        first = jax.lax.dynamic_slice(order, (0,), (batch_size,)) if steps else order
+        logs = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(lambda s: step(s, xd, yd, first)[0], state))
+        logs = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), logs)
+
+        def body(i, carry):
+            state, _ = carry
+            logs, state = step(state, xd, yd, jax.lax.dynamic_slice(order, (i * batch_size,), (batch_size,)))
+            return state, logs
+
+        state, logs = jax.lax.fori_loop(0, steps, body, (state, logs))
+        if rest:
+            logs, state = step(state, xd, yd, order[steps * batch_size:])
+        return state, logs
+
+    hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
+    model.stop_training = False
+    hooks.on_train_begin()
+    for e in range(epochs):
+        model.reset_metrics()
+        hooks.on_epoch_begin(e)
+        state, logs = epoch(_state(model), jax.random.fold_in(jax.random.PRNGKey(seed), e), xd, yd)
+        _assign(model, state)
+        hooks.on_epoch_end(e, {k: float(v) for k, v in logs.items()})
+        if model.stop_training:
+            break
+    hooks.on_train_end()
 
 
 def repeated(x, y, batch_size: int, seed: int):
@@ -80,8 +144,112 @@ def repeated(x, y, batch_size: int, seed: int):
 
 
 def floor_epoch(model, optimizer, xb, yb):
-    raise Unsupported("the dispatch floor is written for the tensorflow backend")
+    """A hand-written epoch of the bare update steps, one jitted `fori_loop` over batches already cut and on the
+    device (`xb`, `yb`: steps x batch x features): the model's stateless call, the loss's gradient and the
+    optimizer's stateless apply, nothing else (no train_step, metrics or shuffling): the floor bench.overhead
+    measures the drivers against, as the TensorFlow backend's. Returns a callable that runs one epoch and
+    waits for it."""
+    import jax.numpy as jnp
+
+    xb, yb = jax.device_put(xb), jax.device_put(yb)
+    steps = int(xb.shape[0])
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.CategoricalCrossentropy()
+    fixed = [v.value for v in model.non_trainable_variables]
+
+    def loss(trainable, x, y):
+        pred, _ = model.stateless_call(trainable, fixed, x, training=True)
+        return loss_fn(y, pred)
+
+    @jax.jit
+    def epoch(trainable, opt_vars, xb, yb):
+        def body(i, carry):
+            trainable, opt_vars, _ = carry
+            value, grads = jax.value_and_grad(loss)(trainable, xb[i], yb[i])
+            trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
+            return trainable, opt_vars, value
+
+        return jax.lax.fori_loop(0, steps, body, (trainable, opt_vars, jnp.float32(0.0)))
+
+    state = [[v.value for v in model.trainable_variables], [v.value for v in optimizer.variables]]
+
+    def run() -> float:
+        state[0], state[1], value = epoch(state[0], state[1], xb, yb)
+        return float(value)
+
+    return run
 
 
-def probe(model, x, y) -> None:
-    return None
+class Probe:
+    """Loss, gradient and Hessian-vector products of `model` on one fixed set of examples, the JAX way: the model's
+    stateless call on its current variables, `jax.value_and_grad`, and H v as the forward-mode derivative of the
+    gradient (`jax.jvp` of `jax.grad`). The same interface as the TensorFlow backend's Probe, so the probe logic
+    (bench.curvature: the eigen-solver, noise scale, plateaus) exists once."""
+
+    def __init__(self, model, x, y):
+        import jax.numpy as jnp
+        import numpy as np
+
+        self.model = model
+        self.x, self.y = jax.device_put(x), jax.device_put(y)
+        self.size = int(x.shape[0])
+        self.variables = model.trainable_variables
+        self.shapes = [tuple(v.shape) for v in self.variables]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.dim = int(sum(self.sizes))
+        loss_fn = keras.losses.CategoricalCrossentropy()
+
+        def loss(trainable, fixed, x, y):  # the training loss: cross-entropy and the model's penalties
+            pred, _, losses = model.stateless_call(trainable, fixed, x, training=False, return_losses=True)
+            value = loss_fn(y, pred)
+            return value + sum(losses) if losses else value
+
+        def grad_sq(trainable, fixed, x, y):
+            value, grads = jax.value_and_grad(loss)(trainable, fixed, x, y)
+            return value, sum(jnp.sum(jnp.square(g)) for g in grads)
+
+        def hvp(trainable, fixed, x, y, vs):
+            return jax.jvp(lambda t: jax.grad(loss)(t, fixed, x, y), (trainable,), (vs,))[1]
+
+        self._grad = jax.jit(jax.value_and_grad(loss))
+        self._grad_sq, self._hvp = jax.jit(grad_sq), jax.jit(hvp)
+
+    def _now(self) -> tuple:
+        return [v.value for v in self.model.trainable_variables], [v.value for v in self.model.non_trainable_variables]
+
+    def split(self, vector):
+        """A flat vector as one array per trainable variable."""
+        import jax.numpy as jnp
+
+        parts, start = [], 0
+        for shape, n in zip(self.shapes, self.sizes):
+            parts.append(jnp.asarray(vector[start:start + n].reshape(shape), dtype=jnp.float32))
+            start += n
+        return parts
+
+    def subset(self, index) -> tuple:
+        return self.x[index], self.y[index]
+
+    def loss_and_grad(self, x=None, y=None):
+        value, grads = self._grad(*self._now(), self.x if x is None else x, self.y if y is None else y)
+        return float(value), _flatten(grads)
+
+    def loss_and_grad_norm_sq(self, x=None, y=None) -> tuple[float, float]:
+        value, sq = self._grad_sq(*self._now(), self.x if x is None else x, self.y if y is None else y)
+        return float(value), float(sq)
+
+    def grad_norm_sq(self, x=None, y=None) -> float:
+        return self.loss_and_grad_norm_sq(x, y)[1]
+
+    def hvp(self, vector):
+        return _flatten(self._hvp(*self._now(), self.x, self.y, self.split(vector)))
+
+
+def _flatten(arrays):
+    import numpy as np
+
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+
+
+def probe(model, x, y) -> Probe:
+    return Probe(model, x, y)
