@@ -257,10 +257,16 @@ def tuning_text(t: TuningFinding) -> str:
                      "updates to target (pinned)": (p["steps"].text(".3g") + f" ({p['reached']}/{p['runs']} reached)"
                                                     if p is not None else "–")})
     ends = []
-    for opt, (end, slopes) in t.scaling_end.items():
+    for opt, (end, slopes, first) in t.scaling_end.items():
         s_text = ", ".join(f"{b1:,}→{b2:,}: {v:+.2f}" for (b1, b2), v in slopes.items())
-        ends.append(f"{opt}: near-perfect scaling up to batch {end:,} (log-log slopes of steps against batch, "
-                    f"{s_text})" if end is not None else f"{opt}: too few cells reached the target to tell")
+        if not slopes:
+            ends.append(f"{opt}: too few batch sizes reached the target to tell")
+        elif end is None:
+            ends.append(f"{opt}: no near-perfect scaling among the batch sizes that reached the target (from batch "
+                        f"{first:,} on; log-log slopes {s_text})")
+        else:
+            ends.append(f"{opt}: near-perfect scaling up to batch {end:,} (log-log slopes of steps against batch, "
+                        f"{s_text})")
     noise = (f" The gradient noise scale B_simple measured by the probes of these files' runs is {t.noise_scale:.3g} "
              "(median over runs and epochs); McCandlish et al. (2018) expect steps to stop halving around it."
              if t.noise_scale else " These files carry no gradient-noise-scale probe to compare with (the tuning "

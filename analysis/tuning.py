@@ -27,7 +27,8 @@ class TuningFinding:
     trials: pd.DataFrame  # optimizer, batch_size, batch_label, learning_rate, status, val_accuracy, chosen
     steps: pd.DataFrame  # optimizer, batch_size, batch_label, role, steps (Interval), reached, runs, time (Interval)
     ranking: pd.DataFrame  # batch, pinned, tuned, winner changed
-    scaling_end: dict  # optimizer -> (last batch size with near-perfect scaling, slopes {(b1, b2): slope})
+    scaling_end: dict  # optimizer -> (last batch size with near-perfect scaling or None, {(b1, b2): slope}, first
+    # batch size that reached the target)
     noise_scale: float | None  # median B_simple of the runs in these files that measured it
 
     def sensitivity_title(self) -> str:
@@ -35,7 +36,7 @@ class TuningFinding:
 
     def title(self) -> str:
         ends = [f"{o} up to batch {e[0]:,}" for o, e in self.scaling_end.items() if e[0] is not None]
-        end = "; ".join(ends) if ends else "nowhere"
+        end = "; ".join(ends) if ends else "between none of the batch sizes that reached it"
         return (f"Steps to {self.target:.0%} validation accuracy at tuned learning rates: near-perfect scaling "
                 f"(steps fall at least as 1/sqrt(batch)) {end}")
 
@@ -98,7 +99,7 @@ def _scaling_end(steps: pd.DataFrame) -> dict:
             if slope > PERFECT_SLOPE:
                 break
             end = b2
-        out[opt] = (end if end is not None else (int(pts[0][0]) if pts else None), slopes)
+        out[opt] = (end, slopes, int(pts[0][0]) if pts else None)  # None: no near-perfect step at all
     return out
 
 

@@ -21,9 +21,15 @@ REFERENCES = {
     },
     "EPYC-2c": {
         "what": "AMD EPYC, 2 cores, TensorFlow, default dispatch",
-        "source": "reports/quick.json",
+        "source": "reports/machines/EPYC-tf-quick.json",
         "per_update_s": {1: 0.004776, 10: 0.005053, 100: 0.00821, 1000: 0.028005, 10000: 0.237626},
         "per_run_s": 2.13,
+    },
+    "Xeon-2c": {
+        "what": "Intel Xeon, 2 cores, TensorFlow, default dispatch, probes on",
+        "source": "reports/quick.json",
+        "per_update_s": {1: 0.008432, 10: 0.009429, 100: 0.014042, 1000: 0.072439, 3000: 0.163835},
+        "per_run_s": 5.96,
     },
 }
 

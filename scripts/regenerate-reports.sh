@@ -9,10 +9,11 @@ report() { out=$1; shift; python -m analysis report "$@" --out "$O/$out" > /dev/
 compare() { out=$1; shift; python -m analysis compare "$@" --out "$O/compare/$out" > /dev/null; }
 report . $R/quick.json $R/quick-fast.json $R/saddle/saddle.json $R/saddle/escape.json
 report machines $M/2threads.json $M/1thread.json
+report machines/EPYC-tf-quick $M/EPYC-tf-quick.json $M/EPYC-tf-quick-fast.json
 report saddle $R/saddle/saddle.json $R/saddle/escape.json
 [ -f $R/tuning/tuning.json ] && report tuning $R/tuning/tuning.json
 compare cpu-2-vs-1-threads $M/2threads.json $M/1thread.json
-compare cpu-tf-vs-h200-jax-quick $R/quick.json $M/H200-jax-quick.json --allow-mismatch
+compare cpu-tf-vs-h200-jax-quick $M/EPYC-tf-quick.json $M/H200-jax-quick.json --allow-mismatch
 compare cpu-vs-h200-jax-lecture $M/EPYC-jax-lecture-2ep.json $M/H200-jax-lecture-2ep.json
 compare cpu-vs-h200-jax-quick $M/EPYC-jax-quick.json $M/H200-jax-quick.json
 echo "reports regenerated under $O/"

@@ -103,8 +103,9 @@ def test_steps_to_target_and_the_ranking_on_constructed_runs(monkeypatch):
     assert tuned.loc[("adam", 10), "steps"].value == 20 and tuned.loc[("adam", 100), "steps"].value == 10
     assert tuned.loc[("sgd", 10), "reached"] == 0
     # 10 -> 100: steps halve once for a tenfold batch, a slope of log(0.5)/log(10) = -0.30, shallower than -0.5
-    end, slopes = f.scaling_end["adam"]
-    assert end == 10 and slopes[(10, 100)] == pytest.approx(math.log(0.5) / math.log(10))
+    end, slopes, first = f.scaling_end["adam"]
+    assert end is None and first == 10 and slopes[(10, 100)] == pytest.approx(math.log(0.5) / math.log(10))
+    assert f.scaling_end["sgd"] == (None, {}, None)  # never reached: nothing to tell
     assert set(f.trials[f.trials["chosen"]]["learning_rate"]) == {0.01}
     assert list(f.ranking["winner changed by tuning"]) == ["no", "no"]
 
