@@ -1,4 +1,4 @@
-"""The Slurm path (bench/slurm.py): the job script it writes, its refusals, and the smoke grid as a 2-shard job array
+"""The Slurm path (bench/slurm.py): the job script it writes, its refusals, and the smoke grid (SGD and Adam) as a 2-shard job array
 on a real single-node Slurm (Debian's slurm-wlm and munge, started here and stopped by the process ids started),
 with one task killed mid-shard and resubmitted: every cell exactly once, and the merged report builds."""
 
@@ -60,8 +60,9 @@ def _cli(cluster, *args) -> subprocess.CompletedProcess:
 def test_the_smoke_grid_as_a_two_shard_array_on_a_real_slurm(cluster, tmp_path, real_mnist):
     results = tmp_path / "results"
     started = time.monotonic()
+    # the smoke grid of two optimizers (8 cells): minutes on 2 cores
     sub = _cli(cluster, "submit", "--shards", "2", "--results", str(results), "--", "--bench-profile", "smoke",
-               "--mnist", real_mnist.source)
+               "--optimizers", "sgd,adam", "--mnist", real_mnist.source)
     assert sub.returncode == 0, sub.stderr
     job = json.loads((results / "submission.json").read_text())["jobs"][0]["id"]
     assert f"submitted job {job}: 2 shard(s)" in sub.stdout
@@ -83,7 +84,7 @@ def test_the_smoke_grid_as_a_two_shard_array_on_a_real_slurm(cluster, tmp_path, 
     assert status.returncode == 0 and "2 of 2 shards done" in status.stdout, status.stdout
     print(f"2-shard smoke array: {time.monotonic() - started:.0f} s in all ({first_pass:.0f} s to the kill's end)")
 
-    cells = grid.parse_sweep("smoke").cells()
+    cells = grid.parse_sweep("smoke", optimizers="sgd,adam").cells()
     entries = [e for k in (1, 2) for e in record.read_store(slurm.store_of(results, k, 2))]
     finished = [e for e in entries if e["record"]["status"] in record.FINISHED]
     keys = [record.resume_key(e["record"], record.machine_id(e["machine"])) for e in finished]
