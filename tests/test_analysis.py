@@ -136,13 +136,15 @@ def test_cli_writes_every_figure_and_the_report(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "analysis", "report", str(FIXTURE), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    drawn = [k for k in FIGURES if k not in ("gpu", "machines", "dispatch")]  # one CPU machine, default dispatch
+    # one CPU machine, default dispatch, no experiment (escape, tuning) in the smoke fixture
+    drawn = [k for k in FIGURES if k not in ("gpu", "machines", "dispatch", "escape", "steps_to_target", "sensitivity")]
     for i, key in enumerate(FIGURES, start=1):
         for ext in ("png", "svg"):
             assert (tmp_path / f"fig{i}_{key}.{ext}").exists() == (key in drawn)
     report = (tmp_path / "REPORT.md").read_text()
     assert "![1. Epoch time vs batch size" in report and "## All runs" in report
     assert "Not drawn: no run had a GPU" in report
+    assert "Not drawn: no tuning experiment in these files" in report
     assert report.count("\n| ") >= 16  # the runs table
 
 
