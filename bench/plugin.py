@@ -179,7 +179,7 @@ def pytest_collection_modifyitems(session, config, items):
             backend.set_threads(state.threads)
         if config.getoption("bench_deterministic"):
             backend.enable_determinism()
-        if state.experiment and backends.name() != "tensorflow":
+        if state.experiment and not backend.FIXED_BUDGET:
             raise backends.Unsupported(f"--experiment {state.experiment}: its fixed update budgets need the "
                                        "tensorflow backend")
         if config.getoption("bench_shard"):

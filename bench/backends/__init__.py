@@ -13,7 +13,8 @@ The surface (see tensorflow.py for the reference implementation):
   the backend has no recorder, with ``NO_CURVES`` saying why);
 * ``DEVICE_LOOP`` and ``fit_device_loop(model, x, y, *, batch_size, epochs, seed, callbacks)``: each epoch one
   compiled call over the training set held on the device (``--dispatch fast``);
-* ``repeated(x, y, batch_size, seed)``: endless reshuffled minibatches for a fixed update budget;
+* ``FIXED_BUDGET`` and ``repeated(x, y, batch_size, seed)``: endless reshuffled minibatches for a fixed update
+  budget (the experiments; False where the backend has none);
 * ``floor_epoch(model, optimizer, xb, yb)``: a hand-written compiled epoch of bare update steps over batches
   already on the device, the floor bench.overhead measures the drivers against;
 * ``probe(model, x, y)``: loss, gradient and Hessian-vector products on a fixed probe set for

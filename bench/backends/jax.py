@@ -11,6 +11,7 @@ from bench.backends import Unsupported
 NAME = "jax"
 DEVICE_LOOP = True  # --dispatch fast: each epoch one jitted call of the model's stateless train step (fit_device_loop)
 NO_CURVES = "the curve recorder is part of the TensorFlow train step; the JAX backend records none"
+FIXED_BUDGET = False  # no repeated(): the experiments need the tensorflow backend
 NO_PROBES = None  # the probes run on JAX too (Probe: forward-over-reverse Hessian-vector products)
 
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 NAME = "tensorflow"
 DEVICE_LOOP = True
 NO_CURVES = None
+FIXED_BUDGET = True  # a fixed update budget (the experiments) through repeated()
 NO_PROBES = None
 
 # Memory growth must be set before TensorFlow touches a GPU: without it TF grabs the whole card, which hides
