@@ -113,8 +113,8 @@ def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, cal
     def epoch(state, key, xd, yd):
         order = jax.random.permutation(key, n)
         first = jax.lax.dynamic_slice(order, (0,), (batch_size,)) if steps else order
-        logs = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(lambda s: step(s, xd, yd, first)[0], state))
-        logs = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), logs)
+        logs = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),  # the loop carry's initial logs
+                                      jax.eval_shape(lambda s: step(s, xd, yd, first)[0], state))
 
         def body(i, carry):
             state, _ = carry
