@@ -5,7 +5,10 @@ Backend-neutral: everything that differs between Keras' backends comes from benc
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 
 import numpy as np
@@ -23,6 +26,34 @@ EVAL_BATCH_SIZE = 1000  # evaluation is untimed; a fixed batch keeps its cost in
 # max_curve_points, as in default): at ~0.5 ms per norm in the XLA loop on a CPU, 50 points keep the
 # recorder's share of a fast run's time within a few per cent at batch 100, the worst case
 FAST_NORM_POINTS = 50
+
+
+class _Sigint:
+    """Ctrl-C during a run, remembered. Python raises KeyboardInterrupt wherever the main thread happens to be, and
+    a library's bare `except:` there swallows it (Keras' compile_utils has several, run while it traces a step at
+    a run's start): the run went on and the sweep with it. The handler still raises at once, and also sets `seen`,
+    which the epoch clock and fit_and_classify read, so a swallowed interrupt ends the run at its epoch's end."""
+
+    seen = False
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def watch(self):
+        self.seen = False
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # only the main thread may set a signal handler (and only it gets KeyboardInterrupt)
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+SIGINT = _Sigint()
 
 
 def _epoch_clock_class(keras):
@@ -49,6 +80,8 @@ def _epoch_clock_class(keras):
             loss = float(logs["loss"])  # a host read: waits for the device to finish the epoch
             self.times.append(time.perf_counter() - self._start)
             self.sampler.end_epoch()
+            if SIGINT.seen:
+                raise KeyboardInterrupt  # a Ctrl-C that a library swallowed during this epoch
             self.train_loss.append(loss)
             if self.on_epoch is not None:
                 self.on_epoch(epoch + 1, self.times[-1])
@@ -186,9 +219,11 @@ def fit_and_classify(cfg: RunConfig, s: Setup) -> Outcome:
     recorded, then re-raised by the caller to stop the sweep)."""
     status, error = "ok", None
     started = time.perf_counter()
-    with s.sampler:
+    with s.sampler, SIGINT.watch() as sigint:
         try:
             fit_epochs(s.model, s.x_train, s.y_train, cfg, [s.clock])
+            if sigint.seen:
+                raise KeyboardInterrupt  # swallowed in the last epoch's end, after the clock looked
         except MemoryError as exc:
             status, error = "oom", f"out of host memory: {exc}"
         except KeyboardInterrupt:

@@ -116,3 +116,24 @@ def test_failures_are_results(small_mnist, monkeypatch, exc, status, reason):
     assert record.status == status and reason in record.error
     assert record.epoch_times_s == [] and record.updates == 0 and record.diverged is False
     follows_contract(record.to_dict())
+
+
+def test_a_ctrl_c_that_a_library_swallows_still_ends_the_run(small_mnist):
+    """A real SIGINT lands where a bare `except:` catches the KeyboardInterrupt (as Keras' compile_utils does while
+    it traces a step): the run still ends as interrupted, at the end of the epoch it landed in."""
+    import os
+    import signal
+    import time
+
+    def swallowing(epoch, seconds):
+        if epoch == 1:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)  # the handler runs here and raises KeyboardInterrupt...
+            except:  # noqa: E722  ...which a library's bare except swallows
+                pass
+
+    record = train.run(cfg("sgd", 50, 200, 3, probes=False), small_mnist, on_epoch=swallowing)
+    assert record.status == "interrupted" and "SIGINT" in record.error
+    assert record.epochs_done == 2  # the epoch after the swallowed signal was the last
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the run's handler is gone again
