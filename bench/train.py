@@ -43,8 +43,9 @@ class _Sigint:
     @contextlib.contextmanager
     def watch(self):
         self.seen = False
-        if threading.current_thread() is not threading.main_thread():
-            yield self  # only the main thread may set a signal handler (and only it gets KeyboardInterrupt)
+        if (threading.current_thread() is not threading.main_thread()  # only the main thread may set a handler
+                or signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None)):  # the user's nohup-style launch
+            yield self
             return
         previous = signal.signal(signal.SIGINT, self._handle)
         try:
