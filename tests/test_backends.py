@@ -37,8 +37,12 @@ def test_jax_records_follow_the_contract(jax_run):
         assert rec.updates == cell.expected_updates
         assert rec.dispatch.backend == "jax" and rec.dispatch.jit_compile is True and rec.dispatch.driver == "keras_fit"
         assert rec.dispatch.threads is None and rec.dispatch.device == "CPU"
-        # the curve recorder is part of the TensorFlow train step: on JAX no curves, and the record says so
-        assert rec.loss_curve == [] and rec.curve_stride is None and rec.grad_norm_stride is None
+        # the curves come from the JAX train step's device buffers (every update's loss at smoke's size)
+        assert rec.curve_stride >= 1 and rec.grad_norm_stride % rec.curve_stride == 0
+        assert len(rec.loss_curve) == -(-rec.updates // rec.curve_stride)
+        assert [u for u, _ in rec.loss_curve] == list(range(1, rec.updates + 1, rec.curve_stride))
+        assert len(rec.grad_norm_curve) == -(-rec.updates // rec.grad_norm_stride)
+        assert all(v > 0 for _, v in rec.loss_curve + rec.grad_norm_curve)
         assert rec.probes.enabled is True and rec.hessian is not None and rec.hessian.lambda_max > 0  # probes on JAX
         assert len(rec.full_grad_norm_by_epoch) == cell.epochs and len(rec.noise_scale_by_epoch) == cell.epochs
     assert recs["test_train[adam-bs10-seed0]"].test_accuracy > 0.5  # 10 classes: chance is 0.1
@@ -71,7 +75,7 @@ def test_the_jax_backend_says_what_it_cannot_do():
         backend.enable_determinism()
     with pytest.raises(Unsupported, match="--threads needs the tensorflow backend"):
         backend.set_threads(2)
-    assert backend.NO_PROBES is None and backend.NO_CURVES and backend.threads() is None
+    assert backend.NO_PROBES is None and backend.NO_CURVES is None and backend.threads() is None
     assert backend.DEVICE_LOOP  # --dispatch fast: the stateless train step in a jitted epoch (fit_device_loop)
 
 
@@ -100,6 +104,48 @@ def test_jax_fast_keeps_training_on_the_device_with_fits_updates(real_mnist):
     assert (fast["driver"], default["driver"]) == ("device_loop", "keras_fit")
     assert fast["acc"] > 0.5 and abs(fast["acc"] - default["acc"]) < 0.1  # the same training within seed noise
     assert fast["loss"][-1] < fast["loss"][0]  # the epochs' logs come back from the device
+
+
+ONE_RECORD = """
+import json, sys
+from bench import data, grid, train
+d = data.read_npz(sys.argv[1])
+r = train.run(grid.RunConfig("smoke", "adam", 50, False, "sigmoid", 0, 500, 2, dispatch=sys.argv[2]), d,
+              max_curve_points=4)
+print(json.dumps(r.to_dict()))
+"""
+
+
+def _shape(value):
+    """A record's structure: its keys and the kinds of its values (numbers as one kind), not the values."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return ["list", _shape(value[0]) if value else None]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return type(value).__name__
+    return "number"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["default", "fast"])
+def test_jax_records_have_the_tensorflow_records_fields_and_types(real_mnist, mode):
+    """One cell (Adam, batch 50, 500 examples, 2 epochs: 20 updates) on each backend: the same fields with the same
+    kinds of values, curves and probes included, and the same curve layout."""
+    out = {}
+    for backend in ("tensorflow", "jax"):
+        proc = run([sys.executable, "-c", ONE_RECORD, real_mnist.source, mode], env={"KERAS_BACKEND": backend})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[backend] = json.loads(proc.stdout.strip().splitlines()[-1])
+    tf_, jx = out["tensorflow"], out["jax"]
+    assert jx["status"] == tf_["status"] == "ok"
+    differ = {k for k in tf_ if _shape(tf_[k]) != _shape(jx.get(k))} | (set(jx) - set(tf_))
+    # threads: TensorFlow's thread pools; JAX has no such setting (None), as the contract allows
+    assert differ == {"dispatch"} and _shape({**jx["dispatch"], "threads": None}) == _shape({**tf_["dispatch"], "threads": None})
+    for key in ("curve_stride", "grad_norm_stride", "updates"):
+        assert jx[key] == tf_[key], key
+    assert [u for u, _ in jx["loss_curve"]] == [u for u, _ in tf_["loss_curve"]] == [1, 6, 11, 16]
+    assert jx["hessian"]["lambda_max"] > 0 and len(jx["noise_scale_by_epoch"]) == 2
 
 
 SAME_WEIGHTS = """

@@ -7,10 +7,11 @@ import jax
 import keras
 
 from bench.backends import Unsupported
+from bench.backends.curves import Layout
 
 NAME = "jax"
 DEVICE_LOOP = True  # --dispatch fast: each epoch one jitted call of the model's stateless train step (fit_device_loop)
-NO_CURVES = "the curve recorder is part of the TensorFlow train step; the JAX backend records none"
+NO_CURVES = None  # the curve recorder is part of the model's stateless train step (LectureMLP)
 FIXED_BUDGET = False  # no repeated(): the experiments need the tensorflow backend
 NO_PROBES = None  # the probes run on JAX too (Probe: forward-over-reverse Hessian-vector products)
 
@@ -62,14 +63,97 @@ def to_int(variable) -> int:
     return int(keras.ops.convert_to_numpy(variable))
 
 
-def curve_recorder(total_updates: int, max_points: int, norm_points: int | None = None) -> None:
-    return None
+class CurveRecorder(Layout, keras.metrics.Metric):
+    """Keeps the run's curves (bench.backends.curves.Layout) in device buffers that the model's stateless train
+    step writes, read once after training: no host synchronisation per step.
+
+    A Keras Metric because that is how Keras carries state through a stateless JAX train step: its variables
+    travel in the step's `metrics_variables`, are synced back to the model after `fit` (and by the device loop
+    after each epoch), and stay out of `model.get_weights()`. It reports nothing in the logs, and a new epoch's
+    `reset_metrics` leaves it alone: the buffers span the run."""
+
+    def __init__(self, total_updates: int, max_points: int, norm_points: int | None = None):
+        keras.metrics.Metric.__init__(self, name="curve_recorder", dtype="float32")
+        Layout.__init__(self, total_updates, max_points, norm_points)
+        nan = keras.initializers.Constant(float("nan"))
+        self.loss = self.add_variable(shape=(self.size,), initializer=nan, dtype="float32", name="loss_curve")
+        self.norm = self.add_variable(shape=(self.norm_size,), initializer=nan, dtype="float32",
+                                      name="grad_norm_curve")
+
+    def update_state(self, done, loss, grads):
+        """Record update `done + 1` (`done`: the optimizer's count before it): the minibatch loss at every
+        stride-th update, the global gradient L2 norm at every norm_stride-th, computed only then (lax.cond)."""
+        import jax.numpy as jnp
+
+        def put(buffer, stride, size, value):
+            return buffer.at[jnp.minimum(done // stride, size - 1)].set(jnp.asarray(value, jnp.float32))
+
+        def norm():
+            return jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in grads))
+
+        losses, norms = self.loss.value, self.norm.value
+        self.loss.assign(jnp.where(done % self.stride == 0, put(losses, self.stride, self.size, loss), losses))
+        self.norm.assign(jax.lax.cond(done % self.norm_stride == 0,
+                                      lambda: put(norms, self.norm_stride, self.norm_size, norm()),
+                                      lambda: norms))
+
+    def result(self):
+        return {}  # nothing in the epoch's logs: the curves are read once, after training
+
+    def reset_state(self):
+        pass  # the buffers span the run, not an epoch
+
+    def curves(self) -> tuple[list, list]:
+        """`loss_curve`, `grad_norm_curve` as [[update, value], ...] (update counted from 1)."""
+        return self.read(keras.ops.convert_to_numpy(self.loss).tolist(),
+                         keras.ops.convert_to_numpy(self.norm).tolist())
 
 
-def build_model(activation: str, recorder=None):
+def curve_recorder(total_updates: int, max_points: int, norm_points: int | None = None) -> CurveRecorder:
+    return CurveRecorder(total_updates, max_points, norm_points)
+
+
+def _index(variables, wanted) -> list[int]:
+    """Positions of `wanted` in `variables`, by identity (== on a Keras variable compares values)."""
+    return [i for i, v in enumerate(variables) if any(v is w for w in wanted)]
+
+
+class LectureMLP(keras.Sequential):
+    """Sequential model whose stateless train step also feeds a CurveRecorder: Keras' JAX `train_step` (its
+    `compute_loss_and_updates`, the optimizer's `stateless_apply`, its metrics update), with the minibatch's
+    loss and gradients handed to the recorder between the update and the metrics."""
+
+    recorder: CurveRecorder | None = None
+
+    def train_step(self, state, data):
+        trainable, non_trainable, optimizer_vars, metrics_vars = state
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        (_, aux), grads = jax.value_and_grad(self.compute_loss_and_updates, has_aux=True)(
+            trainable, non_trainable, metrics_vars, x, y, sample_weight, training=True,
+            optimizer_variables=optimizer_vars)
+        unscaled_loss, y_pred, non_trainable, metrics_vars = aux
+        (iterations,) = _index(self.optimizer.variables, [self.optimizer.iterations])
+        done = optimizer_vars[iterations]  # updates before this one
+        trainable, optimizer_vars = self.optimizer.stateless_apply(optimizer_vars, grads, trainable)
+        mine = _index(self.metrics_variables, self.recorder.variables)
+        new = self.recorder.stateless_update_state([metrics_vars[i] for i in mine], done, unscaled_loss, grads)
+        metrics_vars = list(metrics_vars)
+        for i, value in zip(mine, new):
+            metrics_vars[i] = value
+        logs, metrics_vars = self._update_metrics_variables(  # Keras' own step's last part (a private helper)
+            metrics_vars, unscaled_loss, x, y, y_pred, sample_weight)
+        return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def build_model(activation: str, recorder: CurveRecorder | None = None):
+    """The lecture's MLP (bench.model), recording curves in its train step when given a recorder."""
     from bench.model import build_mlp
 
-    return build_mlp(activation, cls=keras.Sequential)
+    if recorder is None:
+        return build_mlp(activation, cls=keras.Sequential)
+    model = build_mlp(activation, cls=LectureMLP)
+    model.recorder = recorder  # tracked as one of the model's metrics: its buffers travel in metrics_variables
+    return model
 
 
 def _state(model) -> tuple:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
+
+from bench.backends.curves import Layout
 
 NAME = "tensorflow"
 DEVICE_LOOP = True
@@ -75,23 +75,12 @@ def to_int(variable) -> int:
     return int(keras.ops.convert_to_numpy(variable))
 
 
-class CurveRecorder:
-    """Keeps every `stride`-th update's minibatch loss, and every `norm_stride`-th update's global gradient L2
-    norm (a multiple of `stride`), in tf.Variables written inside the traced train step: at most `max_points`
-    losses and `norm_points` norms (default: as many as losses).
-
-    Read once after training, so recording costs no host synchronisation per step. The loss is free; the norm
-    is a reduction over all 648,010 gradient entries, computed only on the steps it is recorded at. Inside an
-    XLA-compiled CPU loop it costs about as much as a whole update at batch 10 (0.5 ms), hence `norm_points`
-    for --dispatch fast.
-    """
+class CurveRecorder(Layout):
+    """Keeps the run's curves (bench.backends.curves.Layout) in tf.Variables written inside the traced train step,
+    read once after training: recording costs no host synchronisation per step."""
 
     def __init__(self, total_updates: int, max_points: int, norm_points: int | None = None):
-        self.stride = max(1, math.ceil(total_updates / max_points))
-        self.size = max(1, math.ceil(total_updates / self.stride))
-        per_norm = max(1, math.ceil(total_updates / (norm_points or max_points)))
-        self.norm_stride = self.stride * max(1, math.ceil(per_norm / self.stride))
-        self.norm_size = max(1, math.ceil(total_updates / self.norm_stride))
+        super().__init__(total_updates, max_points, norm_points)
         self.loss = tf.Variable(tf.fill([self.size], float("nan")), trainable=False, name="loss_curve")
         self.norm = tf.Variable(tf.fill([self.norm_size], float("nan")), trainable=False, name="grad_norm_curve")
 
@@ -127,19 +116,9 @@ class CurveRecorder:
 
         self._when(done, self.stride, put_both)
 
-    @staticmethod
-    def _curve(values, stride: int) -> list:
-        # slots never reached (a run stopped early) stay NaN and are left out; a NaN loss that training
-        # produced is kept (the record writes it as null)
-        reached = len(values)
-        while reached and math.isnan(values[reached - 1]):
-            reached -= 1
-        return [[i * stride + 1, v] for i, v in enumerate(values[:reached])]
-
     def curves(self) -> tuple[list, list]:
         """`loss_curve`, `grad_norm_curve` as [[update, value], ...] (update counted from 1)."""
-        return (self._curve(self.loss.numpy().tolist(), self.stride),
-                self._curve(self.norm.numpy().tolist(), self.norm_stride))
+        return self.read(self.loss.numpy().tolist(), self.norm.numpy().tolist())
 
 
 def curve_recorder(total_updates: int, max_points: int, norm_points: int | None = None) -> CurveRecorder:
