@@ -1,5 +1,6 @@
 """The machine's own ceilings, measured at session start: dense matmul rate and memory bandwidth, on the
-device the backend trains on, in the training dtype. Runs are then scored against them (achieved GFLOP/s
+device the backend trains on, in the training dtype and at the matmul precision the runs get (--precision:
+TensorFloat-32 on a recent GPU has about 7 times the full-float32 peak). Runs are then scored against them (achieved GFLOP/s
 and its fraction of the matmul peak), so a result says how close it came to what this machine can do.
 """
 
@@ -67,7 +68,8 @@ def calibrate() -> dict:
     backend = current()
     gpu = bool(backend.gpu_devices())
     started = time.perf_counter()
-    out = {"device": "GPU" if gpu else "CPU", "backend": backend.NAME, "dtype": backend.keras.config.floatx()}
+    out = {"device": "GPU" if gpu else "CPU", "backend": backend.NAME, "dtype": backend.keras.config.floatx(),
+           "matmul_precision": backend.precision()[1]}  # the peak at the precision the runs get (--precision)
     out.update(matmul_peak(8192 if gpu else 2048, chain=3 if gpu else 2))
     out.update(bandwidth(2 ** 28 if gpu else 2 ** 25))
     out["seconds"] = round(time.perf_counter() - started, 2)

@@ -292,7 +292,7 @@ class RunConfig:
         return {"optimizer": self.optimizer, "batch_size": FULL if self.full_batch else self.batch_size,
                 "seed": self.seed}
 
-    def planned(self, backend: str, threads: int | None) -> dict:
+    def planned(self, backend: str, threads: int | None, precision: str = "tf32") -> dict:
         """The cell's record as far as it is known before it runs: what --resume matches the store against
         (bench.record.resume_key reads both)."""
         return {"profile": self.profile, "train_size": self.train_size, "epochs": self.epochs,
@@ -300,7 +300,7 @@ class RunConfig:
                 "batch_size": self.batch_size, "full_batch": self.full_batch, "budget": self.budget,
                 "lr_setting": self.learning_rate, "seed": self.seed, "probes": {"requested": self.probes},
                 "tuning": {"role": self.tuning_role} if self.tuning_role else None,
-                "dispatch": {"mode": self.dispatch, "backend": backend,
+                "dispatch": {"mode": self.dispatch, "backend": backend, "precision": precision,
                              "threads": {"intra_op": threads, "inter_op": threads} if threads else None}}
 
 
@@ -413,6 +413,18 @@ def parse_dispatch(text: str) -> str:
 
 def parse_reruns(text: str) -> int:
     return _int("--rerun-unstable", text, low=0, high=100, what="reruns are an integer from 0 to 100")
+
+
+PRECISIONS = ("tf32", "fp32")  # --precision (bench.backends.PRECISIONS says what each means)
+
+
+def parse_precision(text: str | None) -> str:
+    if text is None:
+        return PRECISIONS[0]
+    if text not in PRECISIONS:
+        raise BadOption(f"--precision: unknown precision {text!r}; choose tf32 (TensorFloat-32 matmuls where the "
+                        "GPU has them, the frameworks' default) or fp32 (full float32 matmuls)")
+    return text
 
 
 def parse_threads(text: str) -> int:

@@ -44,6 +44,7 @@ class State:
     experiment_cells: list
     store: str
     threads: int | None
+    precision: str
     machine_label: str | None
     mnist_source: Path | None = None
     mnist: object = None  # bench.data.Mnist, loaded before the first run
@@ -85,6 +86,10 @@ def pytest_addoption(parser):
                     help=f"JSON-lines file each finished run is appended to at once (default {record.DEFAULT_STORE})")
     group.addoption("--threads", dest="bench_threads", default=None,
                     help="TensorFlow intra- and inter-op threads (default: TensorFlow's, one per core)")
+    group.addoption("--precision", dest="bench_precision", default=None,
+                    help="float32 matmul precision: tf32 (TensorFloat-32 where the GPU has it, compute capability 8.0 "
+                         "or later; the frameworks' default) or fp32 (full float32); the calibration measures the "
+                         "peak at it, and each record says which one its run got")
     group.addoption("--machine-label", dest="bench_machine_label", default=None,
                     help="short name of this machine in results and reports (default: e.g. H100-80GB, EPYC-2c)")
     group.addoption("--shard", dest="bench_shard", default=None, metavar="K/N",
@@ -131,6 +136,7 @@ def _parse(config) -> State:
     shard.parse(opt("bench_shard"))  # a bad K/N is a usage error before anything runs
     return State(sweep=sweep, experiment=experiment, experiment_cells=cells, store=opt("bench_store"),
                  threads=None if threads is None else grid.parse_threads(threads),
+                 precision=grid.parse_precision(opt("bench_precision")),
                  machine_label=opt("bench_machine_label"), reruns=grid.parse_reruns(opt("bench_rerun_unstable")))
 
 
@@ -174,9 +180,11 @@ def pytest_collection_modifyitems(session, config, items):
         state.mnist_source = data.locate(config.getoption("bench_mnist"))
         record.check_writable(state.store)
         backend = backends.current() if (state.threads or config.getoption("bench_deterministic")
-                                         or state.experiment) else None
+                                         or state.experiment or state.precision != grid.PRECISIONS[0]) else None
         if state.threads is not None:
             backend.set_threads(state.threads)
+        if state.precision != grid.PRECISIONS[0]:
+            backend.set_precision(state.precision)
         if config.getoption("bench_deterministic"):
             backend.enable_determinism()
         if state.experiment and not backend.FIXED_BUDGET:
@@ -216,7 +224,7 @@ def _shard(config, state: State, items) -> None:
     me = record.machine_id(_machine(state))
     planned = [c for c in cells if c.test_id in mine]
     shard.write_plan(state.store, k, n, [c.test_id for c in planned],
-                     [record.resume_key(c.planned(name(), state.threads), me) for c in planned])
+                     [record.resume_key(c.planned(name(), state.threads, state.precision), me) for c in planned])
     _say(config, f"shard {k}/{n}: {len(mine)} of {len(cells)} cells, estimated "
                  f"{shard.loads([planned])[0] / 60:.1f} min of {sum(shard.loads([cells])) / 60:.1f} (like "
                  f"{shard.REFERENCE})")
@@ -230,7 +238,7 @@ def _resume(config, state: State, items) -> None:
     skipped, kept = [], []
     for item in items:
         cell = _cell_of(item)
-        planned = cell.planned(name(), state.threads) if cell is not None else None
+        planned = cell.planned(name(), state.threads, state.precision) if cell is not None else None
         (skipped if planned and record.resume_key(planned, me) in done else kept).append(item)
     if skipped:
         config.hook.pytest_deselected(items=skipped)
@@ -411,5 +419,6 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["machine_label"] = (state.machine["label"] if state.machine else state.machine_label
                                      or short_label(machine_info["gpu"], cpu, machine_info["cpu_count"]))
     machine_info["tf_threads"] = state.threads
+    machine_info["precision"] = state.precision  # asked for; each record says what its run got
     machine_info["calibration"] = state.calibration
     machine_info["dispatch_mode"] = state.sweep.dispatch

@@ -36,7 +36,7 @@ STATUSES = ("ok", "diverged", "oom", "error", "interrupted")
 PROTOCOL = ("profile", "train_size", "epochs", "activation", "dtype", "dispatch.mode", "dispatch.backend")
 # Settings that change what a run measures on one machine but that machines are still compared across
 # (a thread count is how `reports/compare/cpu-2-vs-1-threads` was made): part of the resume key only.
-SETTINGS = ("threads", "probes")
+SETTINGS = ("threads", "probes", "precision")
 # The grid cell within a protocol.
 # `tuning.role` tells the tuning experiment's trials (one per rate) from its final runs at the tuned or the pinned rate.
 CELL = ("optimizer", "batch_size", "full_batch", "budget", "lr_setting", "tuning.role")
@@ -79,6 +79,11 @@ class Dispatch:
     steps_per_execution: int = _f("train steps per compiled call")
     op_determinism: bool = _f("TensorFlow op determinism (--deterministic)")
     threads: dict | None = _f("TensorFlow's {intra_op, inter_op} thread settings (0: one per core); None on JAX")
+    precision: str = _f("--precision asked for: tf32 (TensorFloat-32 matmuls where the GPU has them, the "
+                        "frameworks' default) or fp32 (full float32); part of the resume key", "tf32")
+    matmul_precision: str | None = _f("the float32 matmul precision the run got: tf32 (allowed, on a GPU of compute "
+                                      "capability 8.0 or later) or fp32; None: not recorded (a GPU run made "
+                                      "before it was)", None)
 
 
 @dataclass(kw_only=True)
@@ -418,6 +423,8 @@ def upgrade(data: dict) -> dict:
     d.setdefault("mode", "default")
     d.setdefault("driver", "keras_fit")
     d.setdefault("threads", None)
+    d.setdefault("precision", "tf32")  # both frameworks' default, the only setting before --precision
+    d.setdefault("matmul_precision", "fp32" if d.get("device") == "CPU" else None)  # a CPU has no TensorFloat-32
     if "steady_samples_s" not in r:  # schema 1: the samples, spread and compile time from its epoch times
         timing = steady_timing(r.get("epoch_times_s") or [])
         timing["epoch_time_s"] = r.get("epoch_time_s")  # as recorded (1-epoch runs timed their only epoch)
@@ -473,7 +480,8 @@ def cell_key(record: dict) -> tuple:
 
 def resume_key(record: dict, machine: str) -> tuple:
     """Two runs are the same measurement when protocol, settings, cell, seed and machine agree."""
-    settings = (threads_setting(record), bool(value(record, "probes.requested")))
+    settings = (threads_setting(record), bool(value(record, "probes.requested")),
+                value(record, "dispatch.precision") or "tf32")
     return protocol_key(record) + settings + cell_key(record) + (record["seed"], machine)
 
 

@@ -306,10 +306,11 @@ def _updates(cfg: RunConfig, s: Setup) -> int:
 
 def dispatch(cfg: RunConfig, model) -> Dispatch:
     backend = backends.current()
+    asked, used = backend.precision()
     return Dispatch(backend=backend.NAME, device="GPU" if backend.gpu_devices() else "CPU", mode=cfg.dispatch,
                     driver=driver(cfg), jit_compile=bool(model.jit_compile),
                     steps_per_execution=int(model.steps_per_execution), op_determinism=backend.determinism(),
-                    threads=backend.threads())
+                    threads=backend.threads(), precision=asked, matmul_precision=used)
 
 
 def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, attempt: int = 1) -> Record:

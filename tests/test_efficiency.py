@@ -32,6 +32,21 @@ def test_calibration_measures_positive_ceilings():
     c = calibrate()
     assert c["device"] == "CPU" and c["dtype"] == "float32" and c["backend"] == "tensorflow"
     assert c["matmul_gflops"] > 0 and c["bandwidth_gbs"] > 0 and c["seconds"] < 30
+    assert c["matmul_precision"] == "fp32"  # a CPU has no TensorFloat-32
+
+
+def test_the_record_says_which_precision_its_run_asked_for_and_got(small_mnist):
+    from bench.backends import current
+
+    backend = current()
+    try:
+        backend.set_precision("fp32")
+        r = train.run(cfg("sgd", 100, 200, 1, probes=False), small_mnist)
+        assert (r.dispatch.precision, r.dispatch.matmul_precision) == ("fp32", "fp32")
+    finally:
+        backend.set_precision("tf32")
+    r = train.run(cfg("sgd", 100, 200, 1, probes=False), small_mnist)
+    assert r.status == "ok" and (r.dispatch.precision, r.dispatch.matmul_precision) == ("tf32", "fp32")  # no GPU
 
 
 @pytest.fixture(scope="module")

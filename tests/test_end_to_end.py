@@ -56,6 +56,7 @@ def test_machine_info_identifies_the_machine(smoke_run):
         assert info["machine_label"].endswith(f"-{info['cpu_count']}c")
     assert info["cpu_count"] >= 1 and info["cpu"]["brand_raw"]
     assert info["tf_threads"] is None and info["calibration"]["matmul_gflops"] > 0
+    assert info["precision"] == "tf32" and info["calibration"]["matmul_precision"] == "fp32"
 
 
 def test_every_run_was_stored_as_it_finished(smoke_run):

@@ -61,6 +61,24 @@ def test_threads():
             grid.parse_threads(bad)
 
 
+def test_precision():
+    assert grid.parse_precision(None) == "tf32" and grid.parse_precision("fp32") == "fp32"
+    for bad in ("FP32", "bf16", ""):
+        with pytest.raises(grid.BadOption, match="--precision: unknown precision") as info:
+            grid.parse_precision(bad)
+        assert "\n" not in str(info.value)
+
+
+def test_the_precision_a_run_gets():
+    """TensorFloat-32 needs it allowed and an Ampere-or-later GPU: the controls include the answer tf32."""
+    from bench.backends import used_precision
+
+    assert used_precision("tf32", [(9, 0)]) == used_precision("tf32", [(8, 0)]) == "tf32"  # H100/H200, A100
+    assert used_precision("fp32", [(9, 0)]) == "fp32"  # not allowed
+    assert used_precision("tf32", [(7, 0)]) == "fp32"  # V100: no TensorFloat-32
+    assert used_precision("tf32", []) == "fp32"  # a CPU
+
+
 def test_all_optimizers_come_from_keras_without_wrappers():
     from bench.backends import optimizer_names
 

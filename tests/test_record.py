@@ -74,7 +74,7 @@ def test_keys_separate_protocols_settings_and_machines():
                                            optimizer=cell.optimizer,
                                            dispatch={"mode": "default", "backend": "tensorflow",
                                                      "threads": {"intra_op": 0, "inter_op": 0}}), me)
-    others = [cell.planned("jax", None), cell.planned("tensorflow", 1),
+    others = [cell.planned("jax", None), cell.planned("tensorflow", 1), cell.planned("tensorflow", None, "fp32"),
               grid.RunConfig(**{**cell.__dict__, "probes": False}).planned("tensorflow", None),
               grid.RunConfig(**{**cell.__dict__, "activation": "relu"}).planned("tensorflow", None),
               grid.RunConfig(**{**cell.__dict__, "dispatch": "fast"}).planned("tensorflow", None)]
@@ -93,6 +93,10 @@ def test_upgrade_fills_what_older_runs_used():
         "probe_size": None, "lanczos_iters": None, "eigen_solver": None, "seconds": None}
     assert new["dispatch"]["mode"] == "default" and new["budget"] is None and new["plateaus"] is None
     assert new["grad_norm_stride"] == old["curve_stride"]
+    # before --precision: the frameworks' default was asked for; a CPU run got full float32, a GPU's is unknown
+    assert new["dispatch"]["precision"] == "tf32" and new["dispatch"]["matmul_precision"] == "fp32"
+    gpu = record.upgrade({**old, "dispatch": {**old["dispatch"], "device": "GPU"}})
+    assert gpu["dispatch"]["matmul_precision"] is None
     no_probes = record.upgrade({**old, "probes": {"enabled": False, "reason": "off (--no-probes)"}})
     assert no_probes["probes"]["requested"] is False
 

@@ -148,6 +148,7 @@ def test_resume_from_a_bad_store_is_a_usage_error(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--batch-sizes", "abc"], "--batch-sizes: 'abc' is not an integer"),
     (["--mnist", "/nonexistent/mnist.npz"], "'/nonexistent/mnist.npz' does not exist"),
+    (["--precision", "fp16"], "--precision: unknown precision 'fp16'; choose tf32"),
 ])
 def test_bad_options_are_one_line_usage_errors(args, message):
     """The wiring of option errors (their texts are checked in-process by test_grid.py and test_data.py)."""

@@ -7,6 +7,8 @@ The surface (see tensorflow.py for the reference implementation):
 * ``keras``, ``NAME``; ``gpu_devices()``, ``build_info()``, ``to_int(variable)``;
 * ``set_threads(n)``, ``threads()``, ``enable_determinism()``, ``determinism()`` (``Unsupported`` where a
   backend cannot honour a setting);
+* ``set_precision(setting)``, ``precision()``: the float32 matmul precision asked for (``PRECISIONS``) and the
+  one the run actually gets (``used_precision``);
 * ``is_oom(exc)``: whether a training failure is the device running out of memory;
 * ``curve_recorder(total_updates, max_points, norm_points)`` and ``build_model(activation, recorder)``: the
   lecture's MLP whose train step records the minibatch loss and gradient norm in device buffers (None where
@@ -34,6 +36,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # JAX grabs 75 % of the card at start unless told not to: that hides the memory a run really used, and a
 # second process on the same GPU would find it taken.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+# --precision: the float32 matmul precision. TensorFlow and JAX both default to TensorFloat-32 (10-bit mantissa
+# products, float32 accumulation) on NVIDIA GPUs of compute capability 8.0 (Ampere) and later.
+PRECISIONS = {"tf32": "TensorFloat-32 matmuls where the GPU has them (compute capability 8.0 or later; both "
+                      "frameworks' default), full float32 elsewhere",
+              "fp32": "full float32 matmuls everywhere"}
+DEFAULT_PRECISION = "tf32"
+
+
+def used_precision(setting: str, capabilities) -> str:
+    """The matmul precision a run gets: tf32 only where it is allowed and a GPU (compute capability
+    `capabilities`, (major, minor) pairs; none on a CPU) has TensorFloat-32."""
+    return "tf32" if setting == "tf32" and any(tuple(c) >= (8, 0) for c in capabilities) else "fp32"
 
 
 class Unsupported(RuntimeError):

@@ -33,11 +33,39 @@ def threads() -> None:
     return None
 
 
-def gpu_devices() -> list[str]:
+_precision = "tf32"  # JAX's default on a GPU: TensorFloat-32 for float32 matmuls
+
+
+def set_precision(setting: str) -> None:
+    """--precision: TensorFloat-32 matmuls where the GPU has them (tf32, JAX's default on GPUs) or full float32
+    (fp32: jax_default_matmul_precision "highest"); applies to what is traced after it."""
+    global _precision
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if setting == "tf32" else "highest")
+    _precision = setting
+
+
+def precision() -> tuple[str, str]:
+    """(asked for, actually used): TensorFloat-32 needs a GPU of compute capability 8.0 or later."""
+    from bench.backends import used_precision
+
+    capabilities = []
+    for device in _gpus():
+        try:
+            capabilities.append(tuple(int(p) for p in str(device.compute_capability).split(".")[:2]))
+        except (AttributeError, ValueError):  # not a CUDA device
+            pass
+    return _precision, used_precision(_precision, capabilities)
+
+
+def _gpus() -> list:
     try:
-        return [str(d) for d in jax.devices("gpu")]
+        return jax.devices("gpu")
     except RuntimeError:  # no GPU platform
         return []
+
+
+def gpu_devices() -> list[str]:
+    return [str(d) for d in _gpus()]
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -23,6 +23,7 @@ for _gpu in tf.config.list_physical_devices("GPU"):
         pass
 
 _determinism = False
+_precision = "tf32"  # TensorFlow's default: TensorFloat-32 allowed
 
 
 def enable_determinism() -> None:
@@ -52,6 +53,22 @@ def threads() -> dict:
     """TensorFlow's thread settings as used (0 = TensorFlow's default, one per core)."""
     return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+
+
+def set_precision(setting: str) -> None:
+    """--precision: allow TensorFloat-32 matmuls (tf32, TensorFlow's default) or not (fp32)."""
+    global _precision
+    tf.config.experimental.enable_tensor_float_32_execution(setting == "tf32")
+    _precision = setting
+
+
+def precision() -> tuple[str, str]:
+    """(asked for, actually used): TensorFloat-32 needs a GPU of compute capability 8.0 or later."""
+    from bench.backends import used_precision
+
+    capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability") or (0, 0)
+                    for g in tf.config.list_physical_devices("GPU")]
+    return _precision, used_precision(_precision, capabilities)
 
 
 def gpu_devices() -> list[str]:
