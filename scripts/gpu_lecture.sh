@@ -8,12 +8,14 @@
 # (default ./gpu-out): the run store, one benchmark JSON per sweep, overhead.json, environment.txt.
 # Each part has a time box (BOX_FAST, BOX_DEFAULT, BOX_OVERHEAD seconds); a sweep cut by its box is stopped
 # with SIGINT: the run in progress is recorded as interrupted, every finished run is already stored.
+# PRECISION (tf32, the default, or fp32) is the sweeps' --precision; calibration.json holds the matmul peak at
+# both precisions (TensorFloat-32 against full float32), so the runs' peak fractions can be read against either.
 # The escape experiment is not part of it: its fixed update budgets need the TensorFlow backend.
 # CPU dry run (the tests): PROFILE=smoke REQUIRE_GPU=0 OPTIMIZERS=sgd BATCHES=10,full OVERHEAD_BATCHES=10 \
 #   OVERHEAD_TRAIN=500 OUT=/tmp/dry bash scripts/gpu_lecture.sh
 set -u
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
-PROFILE=${PROFILE:-lecture}; OPTIMIZERS=${OPTIMIZERS:-lecture}
+PROFILE=${PROFILE:-lecture}; OPTIMIZERS=${OPTIMIZERS:-lecture}; PRECISION=${PRECISION:-tf32}
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax MNIST_NPZ=${MNIST_NPZ:-$PWD/.devdata/mnist.npz}
 if ls .whl/*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -31,9 +33,19 @@ batches=(); [ -n "${BATCHES:-}" ] && batches=(--batch-sizes "$BATCHES")
 sweep() {  # name, time box (s), pytest options...
   local name=$1 box=$2; shift 2
   timeout -s INT "$box" $PY -m pytest bench -q -p no:cacheprovider --bench-store "$OUT/gpu-runs.jsonl" \
-    --benchmark-json "$OUT/$name.json" "$@" 2>&1 | tail -n 12
+    --benchmark-json "$OUT/$name.json" --precision "$PRECISION" "$@" 2>&1 | tail -n 12
 }
 started=$(date +%s)
+timeout -s INT "${BOX_CALIBRATION:-60}" $PY -c '
+import json, sys
+from bench import backends, calibrate
+backend, out = backends.current(), {}
+for p in ("tf32", "fp32"):
+    backend.set_precision(p)
+    out[p] = calibrate.calibrate()
+json.dump(out, open(sys.argv[1], "w"), indent=1)
+print("calibration:", {p: (c["matmul_precision"], c["matmul_gflops"]) for p, c in out.items()})
+' "$OUT/calibration.json"
 sweep lecture-fast "${BOX_FAST:-290}" --bench-profile "$PROFILE" --optimizers "$OPTIMIZERS" --dispatch fast "${batches[@]}"
 sweep lecture-default-2ep "${BOX_DEFAULT:-140}" --bench-profile "$PROFILE" --epochs 2 --optimizers sgd,adam "${batches[@]}"
 timeout -s INT "${BOX_OVERHEAD:-60}" $PY -m bench.overhead --what dispatch --batch-sizes "${OVERHEAD_BATCHES:-1,10,100,1000,10000}" \

@@ -210,5 +210,9 @@ def test_the_gpu_script_dry_runs_on_the_cpu(tmp_path, real_mnist):
     default = json.loads((out / "lecture-default-2ep.json").read_text())
     assert {b["extra_info"]["epochs"] for b in default["benchmarks"]} == {2} and len(default["benchmarks"]) == 4
     assert len((out / "gpu-runs.jsonl").read_text().splitlines()) == 6
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert {p: c["matmul_precision"] for p, c in calibration.items()} == {"tf32": "fp32", "fp32": "fp32"}  # a CPU
+    assert all(c["matmul_gflops"] > 0 for c in calibration.values())
+    assert {b["extra_info"]["dispatch"]["precision"] for b in fast["benchmarks"]} == {"tf32"}
     (row,) = json.loads((out / "overhead.json").read_text())["dispatch"]
     assert row["batch_size"] == 10 and row["fast_over_floor"] > 0
