@@ -145,7 +145,38 @@ def test_jax_records_have_the_tensorflow_records_fields_and_types(real_mnist, mo
     for key in ("curve_stride", "grad_norm_stride", "updates"):
         assert jx[key] == tf_[key], key
     assert [u for u, _ in jx["loss_curve"]] == [u for u, _ in tf_["loss_curve"]] == [1, 6, 11, 16]
+    assert [u for u, _ in jx["grad_norm_curve"]] == [u for u, _ in tf_["grad_norm_curve"]] == [1, 6, 11, 16]
     assert jx["hessian"]["lambda_max"] > 0 and len(jx["noise_scale_by_epoch"]) == 2
+
+
+ALIGNED = """
+import json, sys
+from bench import data, grid, train
+from bench.backends import jax as backend
+d = data.read_npz(sys.argv[1])
+out = {}
+for aligned in (True, False):
+    backend.ALIGN_NORM_STEPS = aligned
+    r = train.run(grid.RunConfig("smoke", "adam", 7, False, "sigmoid", 0, 500, 4, dispatch="fast", probes=False), d,
+                  max_curve_points=60)
+    out[str(aligned)] = {"norm": r.grad_norm_curve, "loss": r.loss_curve, "stride": r.grad_norm_stride}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_the_device_loop_takes_the_gradient_norm_at_the_same_updates_without_a_per_step_conditional(real_mnist):
+    """Batch 7 on 500 examples, 4 epochs of 72 updates, a norm every 10th update: the norm updates fall at a
+    different place in every epoch. The loop in blocks aligned to them records the same norms at the same updates
+    as a loop that decides at every step."""
+    proc = run([sys.executable, "-c", ALIGNED, real_mnist.source], env=JAX)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    aligned, per_step = res["True"], res["False"]
+    assert aligned["stride"] == per_step["stride"] == 10
+    assert [u for u, _ in aligned["norm"]] == [u for u, _ in per_step["norm"]] == list(range(1, 289, 10))
+    assert [v for _, v in aligned["norm"]] == pytest.approx([v for _, v in per_step["norm"]], rel=1e-4)
+    assert [v for _, v in aligned["loss"]] == pytest.approx([v for _, v in per_step["loss"]], rel=1e-4)
 
 
 SAME_WEIGHTS = """
