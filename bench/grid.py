@@ -415,7 +415,7 @@ def parse_reruns(text: str) -> int:
     return _int("--rerun-unstable", text, low=0, high=100, what="reruns are an integer from 0 to 100")
 
 
-PRECISIONS = ("tf32", "fp32")  # --precision (bench.backends.PRECISIONS says what each means)
+PRECISIONS = ("tf32", "fp32")  # --precision: TensorFloat-32 where the GPU has it (the default), or full float32
 
 
 def parse_precision(text: str | None) -> str:

@@ -7,7 +7,7 @@ The surface (see tensorflow.py for the reference implementation):
 * ``keras``, ``NAME``; ``gpu_devices()``, ``build_info()``, ``to_int(variable)``;
 * ``set_threads(n)``, ``threads()``, ``enable_determinism()``, ``determinism()`` (``Unsupported`` where a
   backend cannot honour a setting);
-* ``set_precision(setting)``, ``precision()``: the float32 matmul precision asked for (``PRECISIONS``) and the
+* ``set_precision(setting)``, ``precision()``: the float32 matmul precision asked for (``bench.grid.PRECISIONS``) and the
   one the run actually gets (``used_precision``);
 * ``is_oom(exc)``: whether a training failure is the device running out of memory;
 * ``curve_recorder(total_updates, max_points, norm_points)`` and ``build_model(activation, recorder)``: the
@@ -38,14 +38,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
-# --precision: the float32 matmul precision. TensorFlow and JAX both default to TensorFloat-32 (10-bit mantissa
+# --precision (bench.grid.PRECISIONS): TensorFlow and JAX both default to TensorFloat-32 (10-bit mantissa
 # products, float32 accumulation) on NVIDIA GPUs of compute capability 8.0 (Ampere) and later.
-PRECISIONS = {"tf32": "TensorFloat-32 matmuls where the GPU has them (compute capability 8.0 or later; both "
-                      "frameworks' default), full float32 elsewhere",
-              "fp32": "full float32 matmuls everywhere"}
-DEFAULT_PRECISION = "tf32"
-
-
 def used_precision(setting: str, capabilities) -> str:
     """The matmul precision a run gets: tf32 only where it is allowed and a GPU (compute capability
     `capabilities`, (major, minor) pairs; none on a CPU) has TensorFloat-32."""

@@ -257,10 +257,10 @@ def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, cal
             mode = "yes" if recorder is not None and every == 1 else "cond"
             carry = jax.lax.fori_loop(0, steps, steps_from(order, mode), carry)
         else:
-            lead = jnp.minimum((-done) % every, steps)
-            carry = jax.lax.fori_loop(0, lead, steps_from(order, "no"), carry)
-            blocks = (steps - lead) // every
             plain = steps_from(order, "no")
+            lead = jnp.minimum((-done) % every, steps)
+            carry = jax.lax.fori_loop(0, lead, plain, carry)
+            blocks = (steps - lead) // every
 
             def block(j, carry):
                 state, _ = carry
