@@ -1,4 +1,5 @@
-"""The lecture's speed claims, judged for each machine and dispatch mode from the cells' steady samples:
+"""The lecture's speed claims, judged for each setting (machine x protocol: backend and dispatch mode included) from
+the cells' steady samples:
 
 1. one update at batch 10 costs about as much as one at batch 1 (the interval of the cost ratio, median over
    optimizers, lies below CLAIM1_COST);
@@ -26,10 +27,10 @@ MEASURES = {"default": "a user's model.fit, Keras' per-step host work included",
 
 @dataclass
 class Claims:
-    """Claims 1 and 2 on one machine in one dispatch mode."""
+    """Claims 1 and 2 in one setting (metrics.SETTING: one machine, one protocol: backend and mode included)."""
 
-    machine: str
-    mode: str
+    setting: dict  # metrics.SETTING column -> value
+    name: str  # the setting's label among those judged together (metrics.setting_label)
     speedups: dict  # batch label -> Interval of epoch time at batch 1 / at that batch (median over optimizers)
     cost_bs10: Interval  # time per update at batch 10 / at batch 1, median over optimizers
     cost_bs100: Interval
@@ -38,11 +39,23 @@ class Claims:
     knees: list  # [(optimizer, knee, low, high)]: the knee and its 95 % bootstrap range (None: no knee)
 
     @property
+    def machine(self) -> str:
+        return str(self.setting["machine"])
+
+    @property
+    def mode(self) -> str:
+        return str(self.setting["dispatch.mode"])
+
+    @property
+    def backend(self) -> str:
+        return str(self.setting["dispatch.backend"])
+
+    @property
     def measures(self) -> str:
         return MEASURES.get(self.mode, self.mode)
 
     def label(self, machines: int = 1) -> str:
-        return f"{self.machine}, {self.mode}" if machines > 1 else self.mode
+        return self.name
 
     @property
     def speedup_bs10(self) -> Interval:
@@ -79,8 +92,8 @@ def steepest_slope(cells: pd.DataFrame) -> Interval:
     return stats.bootstrap(groups, statistic)
 
 
-def judge(cells: pd.DataFrame, knee_table: pd.DataFrame, machine: str, mode: str) -> Claims:
-    """Claims 1 and 2 from one machine's cells in one dispatch mode (metrics.cell_summary rows)."""
+def judge(cells: pd.DataFrame, knee_table: pd.DataFrame, setting: dict, name: str | None = None) -> Claims:
+    """Claims 1 and 2 from one setting's cells (metrics.cell_summary rows; `setting`: its metrics.SETTING values)."""
     labels = dict(zip(cells["batch_size"], cells["batch_label"]))
     speedups = {labels[b]: stats.median_ratio(_pairs(cells, "epoch_samples_s", 1, b))
                 for b in sorted(cells["batch_size"].unique())}
@@ -91,10 +104,14 @@ def judge(cells: pd.DataFrame, knee_table: pd.DataFrame, machine: str, mode: str
     slope = steepest_slope(cells)
     claim2 = (stats.judge(slope, metrics.KNEE_SLOPE, "the steepest log-log slope of time per update against batch "
                           "size (median over optimizers)", supported_below=False) if slope.n else None)
-    kn = knee_table[(knee_table["machine"] == machine) & (knee_table["dispatch.mode"] == mode)]
+    mine = np.ones(len(knee_table), dtype=bool)
+    for column, value in setting.items():
+        if column in knee_table:
+            mine &= (knee_table[column].astype(str) == str(value)).to_numpy()
     knees = [(r["optimizer"], _int(r["knee_batch_size"]), _int(r["knee_low"]), _int(r["knee_high"]))
-             for _, r in kn.iterrows()]
-    return Claims(machine, mode, speedups, cost10, cost100, claim1, claim2, knees)
+             for _, r in knee_table[mine].iterrows()]
+    return Claims(setting, name or str(setting.get("dispatch.mode")), speedups, cost10, cost100, claim1, claim2,
+                  knees)
 
 
 def _int(x):
@@ -102,8 +119,11 @@ def _int(x):
 
 
 def per_setting(by_mode: pd.DataFrame, knee_table: pd.DataFrame) -> list:
-    """Claims for every machine x dispatch mode in the cells (one protocol each: the first profile's)."""
+    """Claims for every setting in the cells (metrics.SETTING: machine x protocol, backend and mode included), each
+    named by what varies among them."""
+    several = metrics.varies(by_mode)
     out = []
-    for (machine, mode), cells in by_mode.groupby(["machine", "dispatch.mode"], observed=True, sort=False):
-        out.append(judge(cells, knee_table, machine, mode))
+    for key, cells in by_mode.groupby(metrics.SETTING, observed=True, sort=False, dropna=False):
+        setting = dict(zip(metrics.SETTING, key))
+        out.append(judge(cells, knee_table, setting, metrics.setting_label(setting, several)))
     return out

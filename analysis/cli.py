@@ -1,6 +1,8 @@
 """`python -m analysis report FILE... --out DIR`: result files in, figures (PNG, SVG) and REPORT.md out.
 `python -m analysis compare FILE... --out DIR`: several machines' result files in, a ratio table (printed
-and in COMPARE.md, compare.csv) and figures out. The only module that writes files."""
+and in COMPARE.md, compare.csv) and figures out.
+`python -m analysis provenance FILE...`: the files whose results cannot be rebuilt from a commit (dirty or unknown
+code version), one line each; exit status 1 when there is any. The only module that writes files."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ COMPARE_FIGURES = ("epoch_time", "time_per_update", "speedup", "time_to_target")
 def draw(f) -> dict:
     """{figure key: Figure, or findings.Skipped with the reason} for a Findings."""
     from analysis.figures import hardware, saddle, speed, stability, tuning
-    from analysis.findings import SaddleBenchmark, Skipped
+    from analysis.findings import Skipped
+    from analysis.saddle import SaddleBenchmark
+    from bench.record import GRID
 
     def made(finding, fn, *data):
         return finding if isinstance(finding, Skipped) else fn(*data, finding)
@@ -26,21 +30,22 @@ def draw(f) -> dict:
     elif isinstance(f.saddle, Skipped):
         figure4 = f.saddle
     else:
-        figure4 = made(f.saddle[1], saddle.saddle_curves, f.runs[(f.runs["status"] == "ok") & f.runs["budget"].isna()
+        figure4 = made(f.saddle[1], saddle.saddle_curves, f.runs[(f.runs["status"] == "ok")
+                                                               & (f.runs["experiment"] == GRID)
                                                                & (f.runs["dispatch.mode"] == f.primary_mode)])
     experiments = {"saddle": figure4, "escape": made(f.escape, saddle.escape, f.escape_runs),
                    "steps_to_target": made(f.tuning, tuning.steps_to_target, getattr(f.tuning, "steps", None)),
                    "sensitivity": made(f.tuning, tuning.sensitivity, getattr(f.tuning, "trials", None))}
     if f.summary is None:
         return {key: experiments.get(key, getattr(f, key, None)) for key in FIGURES}
-    ok = f.runs[(f.runs["status"] == "ok") & f.runs["budget"].isna() & (f.runs["dispatch.mode"] == f.primary_mode)]
+    ok = f.runs[(f.runs["status"] == "ok") & (f.runs["experiment"] == GRID) & (f.runs["dispatch.mode"] == f.primary_mode)]
     return {
         "epoch_time": made(f.epoch_time, speed.epoch_time, f.by_mode),
         "time_per_update": made(f.time_per_update, speed.time_per_update, f.by_mode, f.knees),
         "speed_vs_stability": made(f.speed_vs_stability, stability.speed_vs_stability, f.summary),
         "learning_curves": made(f.learning_curves, stability.learning_curves, ok),
         "gpu": made(f.gpu, hardware.gpu_usage, f.summary),
-        "machines": made(f.machines, hardware.machines_relative, f.summary),
+        "machines": made(f.machines, hardware.machines_relative, getattr(f.machines, "cells", None)),
         "efficiency": made(f.efficiency, speed.efficiency, f.summary, f.by_mode),
         "dispatch": made(f.dispatch, speed.dispatch_gap, f.by_mode),
         **experiments,
@@ -120,6 +125,20 @@ def compare(paths, out: Path, baseline=None, allow_mismatch=False, echo=print) -
     return written + [out / "compare.csv", out / "COMPARE.md"]
 
 
+def provenance(paths) -> int:
+    """Print each file whose runs cannot be rebuilt from a commit, with why; 1 if any, else 0."""
+    from analysis.load import load_runs
+
+    flagged = 0
+    for path in paths:
+        runs = load_runs([path])
+        whys = sorted({w for w in runs["provenance"] if isinstance(w, str)})
+        if whys:
+            flagged += 1
+            print(f"{path}: {'; '.join(whys)}")
+    return 1 if flagged else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description="mnist-mlp-bench analysis")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,11 +153,15 @@ def main(argv=None) -> int:
                      help="machine the others are measured against (default: the first file's)")
     cmp.add_argument("--allow-mismatch", action="store_true",
                      help="compare runs whose protocols differ (the fields are named in the table and figures)")
+    prov = sub.add_parser("provenance", help="name the files whose code version is dirty or unknown")
+    prov.add_argument("files", nargs="+", help="result files (JSON or *.jsonl)")
     args = parser.parse_args(argv)
 
     from analysis.load import LoadError
 
     try:
+        if args.command == "provenance":
+            return provenance(args.files)
         if args.command == "report":
             written = report(args.files, Path(args.out))
         else:

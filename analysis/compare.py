@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 
 from analysis import metrics, stats
-from analysis.load import LoadError
+from analysis.load import LoadError, machine_order
 from bench import record
 
 PROTOCOL = list(record.PROTOCOL)
-PROTOCOL_NAMES = {"profile": "profile", "train_size": "train size", "epochs": "epochs",
+PROTOCOL_NAMES = {"experiment": "experiment", "profile": "profile", "train_size": "train size", "epochs": "epochs",
                   "activation": "activation", "dtype": "dtype", "dispatch.mode": "dispatch mode",
                   "dispatch.backend": "backend"}
-CELL = [c for c in record.CELL if c != "budget"]  # the saddle benchmark's runs (with a budget) are not compared
+CELL = metrics.GRID_CELL
 
 
 class ProtocolMismatch(LoadError):
@@ -57,8 +57,7 @@ def _values(runs: pd.DataFrame, machine: str, f: str) -> str:
 
 
 def _machines(runs, baseline):
-    machines = [m for m in (runs["machine"].cat.categories if hasattr(runs["machine"], "cat")
-                            else dict.fromkeys(runs["machine"])) if m in set(runs["machine"])]
+    machines = machine_order(runs)
     if len(machines) < 2:
         raise LoadError(f"compare needs results from at least two machines; all runs are from {machines[0]!r} "
                         "(give runs of one host different --machine-label values to compare them)")
@@ -99,33 +98,18 @@ def _protocols(ok, baseline, machines, allow_mismatch) -> dict:
 
 
 def compare(runs: pd.DataFrame, baseline: str | None = None, allow_mismatch: bool = False) -> Comparison:
-    """Match `runs` (analysis.load.load_runs) across machines; raises LoadError/ProtocolMismatch in one line."""
-    runs = metrics.add_run_metrics(runs[runs["budget"].isna()])  # not the saddle benchmark's
+    """Match `runs` (analysis.load.load_runs) across machines; raises LoadError/ProtocolMismatch in one line. Only
+    the grid's runs are compared (the experiments' answer other questions)."""
+    runs = metrics.add_run_metrics(runs[runs["experiment"] == record.GRID])
+    if runs.empty:
+        raise LoadError("no grid run in the files (only experiments' runs): nothing to compare")
     baseline, machines = _machines(runs, baseline)
     ok = runs[runs["status"] == "ok"]
     if ok.empty:
         raise LoadError("no run finished (status ok) in the files: nothing to compare")
     ignored = _protocols(ok, baseline, machines, allow_mismatch)
     keys = [f for f in PROTOCOL if f not in ignored]
-    table = ok.groupby(["machine"] + keys + CELL, observed=True, dropna=False).agg(
-        batch_label=("batch_label", "first"),
-        seeds=("seed", "nunique"),
-        epoch_samples_s=("steady_samples_s", metrics.pooled),
-        update_samples_s=("update_samples_s", metrics.pooled),
-        time_per_update_s=("time_per_update_s", "median"),
-        epochs_to_target=("epochs_to_target", "median"),
-        target_accuracy=("target_accuracy", "first"),
-        test_accuracy=("test_accuracy", "mean"),
-        unstable=("unstable", "any"),
-        gpu_util_mean_pct=("gpu.util_mean_pct", "median"),
-    ).reset_index()
-    # a cell's times: the median of its steady samples pooled over seeds (as analysis.metrics.cell_summary)
-    table["epoch_time_s"] = [np.median(x) if len(x) else np.nan for x in table["epoch_samples_s"]]
-    table["time_per_update_s"] = [np.median(x) if len(x) else np.nan for x in table["update_samples_s"]]
-    table["time_to_target_s"] = table["epochs_to_target"] * table["epoch_time_s"]
-    for column, samples in (("epoch_time", "epoch_samples_s"), ("time_per_update", "update_samples_s")):
-        intervals = [stats.median_of([x]) for x in table[samples]]
-        table[f"{column}_lo_s"], table[f"{column}_hi_s"] = [i.low for i in intervals], [i.high for i in intervals]
+    table = metrics.cell_summary(ok, ["machine", *keys, *CELL])
     table["machine"] = pd.Categorical(table["machine"].astype(str), categories=machines, ordered=True)
     base = table[table["machine"] == baseline].set_index(keys + CELL)
     table = table.join(base[["epoch_time_s", "time_per_update_s", "epoch_samples_s"]].add_prefix("baseline_"),
@@ -134,21 +118,12 @@ def compare(runs: pd.DataFrame, baseline: str | None = None, allow_mismatch: boo
     speed = [stats.median_ratio([(b, m)]) if isinstance(b, list) else stats.NO_DATA
              for b, m in zip(table["baseline_epoch_samples_s"], table["epoch_samples_s"])]
     table["speedup_lo"], table["speedup_hi"] = [i.low for i in speed], [i.high for i in speed]
-    ttt = [_time_to_target(k, x) for k, x in zip(table["epochs_to_target"], table["epoch_samples_s"])]
-    table["time_to_target_lo_s"], table["time_to_target_hi_s"] = [i.low for i in ttt], [i.high for i in ttt]
     present = table.groupby(keys + CELL, observed=True, dropna=False)["machine"].transform("nunique")
     matched = table["baseline_epoch_time_s"].notna() & (present >= 2)
     unmatched = {str(m): int(n) for m, n in table[~matched].groupby("machine", observed=True).size().items() if n}
     table = table[matched].sort_values(keys + ["optimizer", "batch_size", "machine"]).reset_index(drop=True)
 
     return Comparison(baseline, machines, table, metrics.knees(table, keys), ignored, unmatched)
-
-
-def _time_to_target(k, samples) -> stats.Interval:
-    """Steady time to the target: epochs to it (median over seeds) x the median steady epoch, with its interval."""
-    if pd.isna(k) or not len(samples):
-        return stats.NO_DATA
-    return stats.bootstrap([samples], lambda x, axis: k * np.median(x, axis=axis))
 
 
 def _label(table, b) -> str:
@@ -230,8 +205,9 @@ def findings(cmp: Comparison) -> CompareFindings:
             ranges[m] = (g["speedup"].min(), g["speedup"].max(), _label(g, best.idxmax()))
     fastest = fastest_to_target(t, ["optimizer", "machine"]).assign(machine=lambda d: d["machine"].astype(str))
     target = t["target_accuracy"].dropna()
-    target = float(target.iloc[0]) if len(target) and target.nunique() == 1 else None
-    what = f"{target:.0%} test accuracy" if target else "the profile's target accuracy"
+    split = t["target_on"].dropna()
+    target = float(target.iloc[0]) if len(target) and target.nunique() == 1 and split.nunique() == 1 else None
+    what = f"{target:.0%} {split.iloc[0]} accuracy" if target else "the profile's target accuracy"
     return CompareFindings(cmp.baseline, ratios, knees, ranges, fastest[["optimizer", "machine", "s", "batch"]], what)
 
 
@@ -239,14 +215,6 @@ def _fmt_time(s: float) -> str:
     if s is None or (isinstance(s, float) and math.isnan(s)):
         return "-"
     return f"{s:.3g}" if s < 100 else f"{s:,.0f}"
-
-
-def _protocol_label(row, keys) -> str:
-    parts = [str(row["profile"])] if "profile" in keys else []
-    if "train_size" in keys and "epochs" in keys:
-        parts.append(f"{int(row['train_size']):,}x{int(row['epochs'])}")
-    parts += [str(row[f]) for f in ("dispatch.backend", "dispatch.mode") if f in keys]
-    return " ".join(parts)
 
 
 def _by_protocol(wide: pd.DataFrame) -> dict:
@@ -273,7 +241,7 @@ def ratio_tables(cmp: Comparison) -> dict:
     """Per protocol: per optimizer and batch size, each machine's steady epoch time and, for the others, its speed
     relative to the baseline (baseline epoch time / its epoch time) with the 95 % interval of that ratio."""
     t = cmp.table.copy()
-    t["protocol"] = [_protocol_label(r, cmp.keys) for _, r in t.iterrows()]
+    t["protocol"] = [metrics.protocol_label(r, cmp.keys) for _, r in t.iterrows()]
     t["speed"] = [_speed(x, lo, hi) for x, lo, hi in zip(t["speedup"], t["speedup_lo"], t["speedup_hi"])]
     t["epoch"] = [_fmt_time(v) + (" *" if u else "") for v, u in zip(t["epoch_time_s"], t["unstable"])]
     index = ["protocol", "optimizer", "batch_size", "batch_label"]
@@ -300,13 +268,13 @@ def knee_tables(cmp: Comparison) -> dict:
         return f"{knee} ({name(lo)} to {name(hi)})"
 
     k["knee"] = [text(b, lo, hi) for b, lo, hi in zip(k["knee_batch_size"], k["knee_low"], k["knee_high"])]
-    k["protocol"] = [_protocol_label(r, cmp.keys) for _, r in k.iterrows()]
+    k["protocol"] = [metrics.protocol_label(r, cmp.keys) for _, r in k.iterrows()]
     return _wide(k, cmp, "knee")
 
 
 def target_tables(cmp: Comparison) -> dict:
     """Steady time to the profile's target accuracy per machine: the fastest cell of each optimizer."""
-    t = cmp.table.assign(protocol=[_protocol_label(r, cmp.keys) for _, r in cmp.table.iterrows()])
+    t = cmp.table.assign(protocol=[metrics.protocol_label(r, cmp.keys) for _, r in cmp.table.iterrows()])
     best = fastest_to_target(t, ["protocol", "optimizer", "machine"])
     best["time to target"] = [f"not reached ({a:.2f})" if pd.isna(s) else
                               f"{_fmt_time(s)} s{_range(lo, hi)} at batch {b}"
@@ -335,7 +303,7 @@ class CompareReport:
         for title, tables in (("Speed per grid cell (* unstable timing)", self.ratios),
                               ("Saturation knee (batch size after which time per update grows >= sqrt(batch); "
                                "in brackets the range over 95% of bootstrap resamples)", self.knees),
-                              ("Steady time to target accuracy (fastest batch size per optimizer; 95% interval)",
+                              ("Steady time to the profile's target accuracy (fastest batch size per optimizer; 95% interval)",
                                self.targets)):
             out += [f"{level} {title}", ""]
             for protocol, table in tables.items():

@@ -12,6 +12,7 @@ import pandas as pd
 from analysis import stats
 from analysis.stats import Interval, Verdict
 
+NAME = "escape"  # the experiment's name in the records
 ARMS = {"updates": "the same number of updates", "examples": "the same number of examples",
         "fairness": "the full batch at other learning rates, the same updates"}
 
@@ -70,9 +71,7 @@ def arm_of(runs: pd.DataFrame, arm: str) -> EscapeArm | None:
 
 
 def finding(runs: pd.DataFrame) -> EscapeFinding | None:
-    """The escape experiment's finding from its runs (records with an `escape` entry); None when there are none."""
-    if "escape.arm" not in runs:
-        return None
+    """The escape experiment's finding from its runs (records of experiment escape); None when there are none."""
     runs = runs[runs["escape.arm"].notna() & (runs["status"] == "ok")]
     if runs.empty:
         return None

@@ -10,7 +10,12 @@ import numpy as np
 import pandas as pd
 
 from analysis import claims, metrics, stats
+from analysis import escape as E
+from analysis import saddle as S
+from analysis import tuning as T
+from analysis.saddle import SaddleBenchmark
 from analysis.stats import Interval
+from bench import record
 
 LECTURE_SPEEDUP = 166 / 17  # the lecture's GTX 980: 166 s and 17 s per 50,000-example epoch at batch 1 and 10
 CHANCE_LOSS = math.log(10)  # the cross-entropy of a uniform guess over 10 classes
@@ -81,7 +86,7 @@ class SpeedStability:
     cells: int
     reached: int
     fastest: tuple | None  # (optimizer, batch label, Interval of steady seconds) to the target
-    targets: str  # "quick 0.90, ..."
+    targets: str  # "quick 0.90 validation accuracy, ..."
     max_seeds: int
     max_spread: float
 
@@ -115,23 +120,6 @@ class SaddleCurves:
 
 
 @dataclass
-class SaddleBenchmark:
-    """Figure 4 and section 4 from the saddle benchmark's records."""
-
-    profile: str
-    train_size: int
-    seeds: int
-    kind_counts: dict  # kind -> number of probed plateaus
-    text: str  # the section's paragraphs
-
-    def title(self) -> str:
-        total = sum(self.kind_counts.values())
-        counts = ", ".join(f"{n} {k}" for k, n in self.kind_counts.items())
-        return (f"Saddle benchmark ({self.profile}, {self.train_size:,} examples, {self.seeds} seed(s)): "
-                f"{total} probed plateaus" + (f" — {counts}" if counts else ""))
-
-
-@dataclass
 class LearningCurves:
     """Figure 5: test accuracy per epoch."""
 
@@ -161,7 +149,8 @@ class Machines:
     """Figure 7: each machine's epoch time relative to the first."""
 
     baseline: str
-    ratios: dict  # machine -> {batch size: Interval of its epoch time / the baseline's, median over optimizers}
+    ratios: dict  # setting -> {batch size: Interval of its epoch time / the baseline's, median over optimizers}
+    cells: pd.DataFrame  # the summary with `machine` relabelled as the setting compared (machine, backend)
 
     def title(self) -> str:
         other = list(self.ratios)[0]
@@ -237,6 +226,8 @@ class Findings:
     escape: object = None  # analysis.escape.EscapeFinding or Skipped
     escape_runs: pd.DataFrame | None = None
     tuning: object = None  # analysis.tuning.TuningFinding or Skipped
+    other_runs: pd.DataFrame | None = None  # runs of experiments this report has no section for
+    bad_lines: list = field(default_factory=list)  # file:line (or file:benchmarks[i]) and why, of skipped records
 
 
 def _order(summary) -> list:
@@ -256,30 +247,20 @@ def noise_scale(runs, saddle) -> NoiseScale | None:
                       float(np.min(allv)), float(np.max(allv)))
 
 
-def time_to_target(runs: pd.DataFrame) -> Interval:
-    """A cell's steady time to the target with its interval: per seed, epochs to the target x the median of its
-    steady samples; the median over seeds, each seed's samples resampled."""
-    done = runs.dropna(subset=["time_to_target_s"])
-    ks = list(done["epochs_to_target"])
-    if not ks:
-        return stats.NO_DATA
-    return stats.bootstrap(list(done["steady_samples_s"]), lambda *gs, axis: np.median(
-        np.stack([k * np.median(g, axis=axis) for k, g in zip(ks, gs)]), axis=0))
-
-
-def speed_vs_stability(summary, runs) -> SpeedStability:
+def speed_vs_stability(summary) -> SpeedStability:
     best = summary.loc[summary["test_accuracy"].idxmax()]
     reached = summary.dropna(subset=["time_to_target_s"])
     fastest = None
     if len(reached):
         f = reached.loc[reached["time_to_target_s"].idxmin()]
-        cell = runs[(runs["machine"] == f["machine"]) & (runs["optimizer"] == f["optimizer"])
-                    & (runs["batch_size"] == f["batch_size"]) & (runs["status"] == "ok")]
-        fastest = (f["optimizer"], f["batch_label"], time_to_target(cell))
+        fastest = (f["optimizer"], f["batch_label"], Interval(f["time_to_target_s"], f["time_to_target_lo_s"],
+                                                              f["time_to_target_hi_s"], len(f["epoch_samples_s"])))
     spread = summary["test_accuracy_max"] - summary["test_accuracy_min"]
+    targets = summary.drop_duplicates("profile")
     return SpeedStability(best["optimizer"], best["batch_label"], float(best["test_accuracy"]),
                           float(best["train_time_s"]), len(summary), len(reached), fastest,
-                          ", ".join(f"{p} {metrics.target_for(p):.2f}" for p in summary["profile"].unique()),
+                          ", ".join(f"{p} {t:.2f} {on} accuracy" for p, t, on in
+                                    zip(targets["profile"], targets["target_accuracy"], targets["target_on"])),
                           int(summary["seeds"].max()), float(spread.max()))
 
 
@@ -297,8 +278,8 @@ def saddle_curves(ok) -> SaddleCurves | Skipped:
     """The runs figure 4 draws from the grid (one seed per batch size) and its title."""
     with_curves = ok[ok["loss_curve"].map(bool)]
     if with_curves.empty:
-        return Skipped("no run recorded loss curves (the recorder is part of the TensorFlow train step; runs on "
-                       "the JAX backend record none)")
+        return Skipped("no run recorded loss curves (records from before the curve recorder, or runs that ended "
+                       "before their first recorded update)")
     optimizer = "sgd" if "sgd" in set(with_curves["optimizer"]) else with_curves["optimizer"].iloc[0]
     sel = curve_selection(with_curves, optimizer)
     final = sel.set_index("batch_label")["train_loss"]
@@ -331,12 +312,14 @@ def gpu(summary, runs) -> GpuUsage | Skipped:
                     by_batch("energy_to_target_j"))
 
 
-def _ratio_by_batch(cells: pd.DataFrame, other: str, base: str, column: str, key: str = "machine") -> dict:
-    """{batch size: Interval of median over optimizers of median(other's samples) / median(base's samples)}."""
+def _ratio_by_batch(cells: pd.DataFrame, other: str, base: str, column: str, key: str = "machine",
+                    within: tuple = ()) -> dict:
+    """{batch size: Interval of median over optimizers (and over `within` groups, e.g. backends) of
+    median(other's samples) / median(base's samples)}, `other` and `base` being values of `key`."""
     out = {}
     for bs, g in cells.groupby("batch_size"):
         pairs = []
-        for _, o in g.groupby("optimizer", observed=True):
+        for _, o in g.groupby([*within, "optimizer"], observed=True, dropna=False):
             a, b = o[o[key] == other][column], o[o[key] == base][column]
             if len(a) and len(b):
                 pairs.append((a.iloc[0], b.iloc[0]))
@@ -345,12 +328,19 @@ def _ratio_by_batch(cells: pd.DataFrame, other: str, base: str, column: str, key
     return out
 
 
-def machines(summary) -> Machines | Skipped:
-    names = [m for m in dict.fromkeys(summary["machine"])]
+def machines(summary, runs) -> Machines | Skipped:
+    """Each setting's epoch time relative to the first's (in the order of the files): settings differ in machine or
+    backend (one dispatch mode: the summary's), each protocol compared within itself."""
+    several = {**metrics.varies(summary), "machine": True}
+    cells = summary.assign(machine=[metrics.setting_label(r, several, mode=False) for _, r in summary.iterrows()])
+    present = set(cells["machine"])
+    names = [n for n in dict.fromkeys(metrics.setting_label(r, several, mode=False) for _, r in runs.iterrows())
+             if n in present]
     if len(names) < 2:
-        return Skipped("the result files come from one machine")
-    cells = summary.assign(machine=summary["machine"].astype(str))
-    return Machines(names[0], {m: _ratio_by_batch(cells, m, names[0], "epoch_samples_s") for m in names[1:]})
+        return Skipped("the result files come from one machine and one backend")
+    protocol = [c for c in record.PROTOCOL if c not in ("dispatch.backend", "dispatch.mode")]
+    return Machines(names[0], {m: _ratio_by_batch(cells, m, names[0], "epoch_samples_s", within=tuple(protocol))
+                               for m in names[1:]}, cells)
 
 
 def efficiency(summary, by_mode) -> Efficiency | Skipped:
@@ -380,41 +370,41 @@ def dispatch(by_mode, primary) -> Dispatch | Skipped:
     if not {"default", "fast"} <= set(by_mode["dispatch.mode"]):
         return Skipped(f"all runs used --dispatch {primary}; run the same sweep with --dispatch "
                        + ("fast" if primary == "default" else "default") + " to compare")
-    wide = by_mode.pivot_table(index=["machine", "optimizer", "batch_size"], columns="dispatch.mode",
+    setting = [c for c in metrics.SETTING if c != "dispatch.mode"]
+    wide = by_mode.pivot_table(index=[*setting, "optimizer", "batch_size"], columns="dispatch.mode",
                                values="time_per_update_s", observed=True).dropna()
     ms = (wide * 1000).groupby(level="batch_size").median()
-    ratio = _ratio_by_batch(by_mode, "default", "fast", "update_samples_s", key="dispatch.mode")
+    ratio = _ratio_by_batch(by_mode, "default", "fast", "update_samples_s", key="dispatch.mode", within=tuple(setting))
     fast = by_mode[by_mode["dispatch.mode"] == "fast"].dropna(subset=["peak_fraction"])
     pct = (fast.groupby("batch_size")["peak_fraction"].median() * 100).to_dict() if len(fast) else {}
     memory = float(fast["host_memory_run_mib"].max()) if len(fast) and fast["host_memory_run_mib"].notna().any() else None
     return Dispatch(ratio, {b: (ms.loc[b, "default"], ms.loc[b, "fast"]) for b in ratio}, pct, memory)
 
 
+KNOWN = (record.GRID, S.NAME, E.NAME, T.NAME)  # the experiments this report has sections for
+
+
 def compute(runs: pd.DataFrame) -> Findings:
-    """All findings of a set of runs (analysis.load.load_runs)."""
-    from analysis import saddle as S
-
-    from analysis import escape as E
-
+    """All findings of a set of runs (analysis.load.load_runs), each experiment's from its own runs: every record
+    names its experiment."""
     duplicates = runs.attrs.get("duplicates", 0)
+    bad = runs.attrs.get("bad_lines", [])
     runs = metrics.add_run_metrics(runs)
-    from analysis import tuning as T
-
-    escaping = runs["escape.arm"].notna()
-    tuning_run = runs["tuning.role"].notna()
-    escape_runs = runs[escaping]  # the escape experiment's runs: section and figure 10, claim 3's verdict
-    tuning_runs = runs[tuning_run]  # the tuning experiment's: section and figures 11-12
-    saddle = runs[runs["budget"].notna() & ~escaping & ~tuning_run]  # the saddle benchmark's: figure 4 and its text
-    grid_runs = runs[runs["budget"].isna()]
+    grid_runs = runs[runs["experiment"] == record.GRID]
+    saddle = runs[runs["experiment"] == S.NAME]  # the saddle benchmark's: figure 4 and its text
+    escape_runs = runs[runs["experiment"] == E.NAME]  # section and figure 10, claim 3's verdict
+    tuning_runs = runs[runs["experiment"] == T.NAME]  # section and figures 11-12
+    others = runs[~runs["experiment"].isin(KNOWN)]  # experiments this report has no section for: listed
     found_escape = E.finding(escape_runs) or Skipped("no escape experiment in these files (pytest bench "
                                                      "--experiment escape)")
     found_tuning = T.finding(tuning_runs) or Skipped("no tuning experiment in these files (pytest bench "
                                                      "--experiment tuning)")
     if grid_runs.empty:
-        experiments = pd.concat([saddle, escape_runs, tuning_runs])
-        f = Findings(experiments, None, None, None, saddle, None, escape=found_escape, escape_runs=escape_runs,
-                     tuning=found_tuning)
-        why = Skipped("the files hold only the experiments' runs (saddle benchmark, escape, tuning)")
+        experiments = pd.concat([saddle, escape_runs, tuning_runs, others])
+        f = Findings(experiments, None, None, None, saddle, None, duplicates=duplicates, escape=found_escape,
+                     escape_runs=escape_runs, tuning=found_tuning, other_runs=others, bad_lines=bad)
+        why = Skipped("the files hold only the experiments' runs (" + ", ".join(
+            dict.fromkeys(experiments["experiment"])) + ")")
         for key in ("epoch_time", "time_per_update", "speed_vs_stability", "learning_curves", "gpu", "machines",
                     "efficiency", "dispatch"):
             setattr(f, key, why)
@@ -429,20 +419,20 @@ def compute(runs: pd.DataFrame) -> Findings:
     knee_table = metrics.knees(by_mode)
     ok = mine[mine["status"] == "ok"]
     order = _order(summary)
-    all_runs = pd.concat([grid_runs, saddle, escape_runs, tuning_runs])
+    all_runs = pd.concat([grid_runs, saddle, escape_runs, tuning_runs, others])
     f = Findings(all_runs, summary, by_mode, knee_table, saddle, primary, duplicates=duplicates, escape=found_escape,
-                 escape_runs=escape_runs, tuning=found_tuning)
+                 escape_runs=escape_runs, tuning=found_tuning, other_runs=others, bad_lines=bad)
     f.claims = claims.per_setting(by_mode, knee_table)
     n_machines = by_mode["machine"].nunique()
     f.epoch_time = EpochTime(f.claims, n_machines)
     f.time_per_update = TimePerUpdate(f.claims, n_machines, noise_scale(mine, saddle))
     f.unstable = by_mode[by_mode["unstable"]]
-    f.speed_vs_stability = speed_vs_stability(summary, mine)
+    f.speed_vs_stability = speed_vs_stability(summary)
     bench = S.benchmark_finding(saddle)
     f.saddle = bench if bench is not None else (grid_saddle(mine, order), saddle_curves(ok))
     f.learning_curves = learning_curves(mine, order)
     f.gpu = gpu(summary, mine)
-    f.machines = machines(summary)
+    f.machines = machines(summary, mine)
     f.efficiency = efficiency(summary, by_mode)
     f.dispatch = dispatch(by_mode, primary)
     return f

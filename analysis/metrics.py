@@ -1,5 +1,6 @@
 """Derived metrics on the tidy runs table: steady time to target, speed-ups, the saturation knee, stability, and
-one row per grid cell with its pooled steady samples and their intervals."""
+one row per grid cell with its pooled steady samples and their intervals. The one owner of the setting and cell
+keys, of cell aggregation, of time to target and of the protocol's label (compare.py and findings.py use these)."""
 
 from __future__ import annotations
 
@@ -11,25 +12,64 @@ import pandas as pd
 from analysis import stats
 from bench import record
 
-# Test accuracy a run must reach for `time_to_target_s`, per profile: reachable by the better cells
-# of each protocol on a CPU, so the metric separates them (chance is 0.10).
-TARGET_ACCURACY = {"smoke": 0.75, "quick": 0.90, "lecture": 0.97,
-                   "tuning-test": 0.5, "tuning": 0.85, "tuning-cpu": 0.85, "tuning-lecture": 0.97}  # tuning: on the validation split
-DEFAULT_TARGET = 0.90
-
 # The knee: the smallest batch size after which time per update grows at least as the square root
 # of the batch (local log-log slope >= 0.5): halfway, on a log scale, from perfectly parallel
 # (slope 0: a bigger batch costs nothing more per update) to saturated (slope 1: cost ~ batch).
 KNEE_SLOPE = 0.5
 
-# One grid cell of one protocol on one machine (bench.record's keys; the saddle benchmark's runs, the only ones
-# with a budget, are summarised apart).
-# the grid's cells: no budget, the pinned rate, no tuning role
-CELL = ["machine", *record.PROTOCOL, *(c for c in record.CELL if c not in ("budget", "lr_setting", "tuning.role"))]
+# The setting a timing belongs to: one machine running one protocol (experiment, profile, sizes, dispatch mode,
+# backend). Claims, knees, machines, dispatch tables and the comparison all group by it.
+SETTING = ["machine", *record.PROTOCOL]
+# A grid cell within its setting (the grid's cells have no budget, the pinned rate and no role).
+GRID_CELL = [c for c in record.CELL if c not in ("budget", "lr_setting", "role")]
+CELL = [*SETTING, *GRID_CELL]
+# Derived columns add_run_metrics adds to the runs table (with bench.record's fields and analysis.load's).
+DERIVED = {
+    "batch_label": "the batch size, or 'full'",
+    "provenance": "why the run cannot be rebuilt from a commit: dirty tree, or not recorded (None: it can)",
+    "target_accuracy": "the record's target.value",
+    "target_on": "the split the target is read on (the record's target.split)",
+    "epochs_to_target": "epochs until the target split's accuracy first reaches the target",
+    "time_to_target_s": "epochs_to_target x the steady epoch time",
+    "train_time_s": "epochs done x the steady epoch time",
+    "update_samples_s": "the steady samples per update",
+    "loss_noise": "the minibatch loss's noise around its running mean, relative to it",
+    "epoch_speedup_vs_bs1": "the same setting, optimizer and seed's steady epoch time at batch 1 / this one's",
+    "update_cost_vs_bs1": "this run's time per update / the same setting, optimizer and seed's at batch 1",
+}
 
 
-def target_for(profile: str) -> float:
-    return TARGET_ACCURACY.get(profile, DEFAULT_TARGET)
+def protocol_label(row, keys=None) -> str:
+    """'quick 3,000x4 sigmoid, tensorflow default' for a row with the protocol's columns (`keys`: those not
+    ignored, e.g. by a comparison that allows a mismatch)."""
+    keys = list(record.PROTOCOL) if keys is None else keys
+    parts = []
+    if "experiment" in keys and row["experiment"] != record.GRID and not str(row["profile"]).startswith(
+            str(row["experiment"])):
+        parts.append(str(row["experiment"]))
+    if "profile" in keys:
+        parts.append(str(row["profile"]))
+    if "train_size" in keys and "epochs" in keys:
+        parts.append(f"{int(row['train_size']):,}x{int(row['epochs'])}")
+    if "activation" in keys:
+        parts.append(str(row["activation"]))
+    head = " ".join(parts)
+    tail = " ".join(str(row[f]) for f in ("dispatch.backend", "dispatch.mode") if f in keys)
+    return f"{head}, {tail}" if head and tail else head or tail
+
+
+def setting_label(row, several: dict, mode: bool = True) -> str:
+    """A setting's label in a verdict or a legend: the machine and the backend where they vary among the settings
+    shown (`several`: {column: more than one value}), then the dispatch mode (`mode`), e.g. 'EPYC-2c, jax, fast'."""
+    parts = [str(row["machine"])] if several.get("machine") else []
+    parts += [str(row["dispatch.backend"])] if several.get("dispatch.backend") else []
+    parts += [str(row["dispatch.mode"])] if mode else []
+    return ", ".join(parts) or str(row["machine"])
+
+
+def varies(df: pd.DataFrame) -> dict:
+    """{column of the setting key: it takes more than one value in df}."""
+    return {c: df[c].astype(str).nunique() > 1 for c in SETTING}
 
 
 def epochs_to_target(accuracies, target: float) -> int | None:
@@ -59,13 +99,13 @@ def loss_noise(loss_curve, window: int = 25) -> float:
 
 
 def add_run_metrics(df: pd.DataFrame) -> pd.DataFrame:
-    """Per-run columns: target, epochs and steady time to it, steady training time, per-update samples, loss
-    noise, speed-ups over batch size 1."""
+    """Per-run columns (DERIVED): target, epochs and steady time to it, steady training time, per-update samples,
+    loss noise, speed-ups over batch size 1. The target and its split are the record's own (its profile's)."""
     df = df.copy()
-    df["target_accuracy"] = df["profile"].map(target_for)
-    # the target is judged on the validation split where the run has one, on the test set in older files
-    df["target_on"] = ["validation" if v else "test" for v in df["val_accuracy_by_epoch"]]
-    curves = [v if v else t for v, t in zip(df["val_accuracy_by_epoch"], df["test_accuracy_by_epoch"])]
+    df["target_accuracy"] = df["target.value"]
+    df["target_on"] = df["target.split"]
+    curves = [v if on == "validation" else t for v, t, on in zip(df["val_accuracy_by_epoch"],
+                                                                 df["test_accuracy_by_epoch"], df["target_on"])]
     df["epochs_to_target"] = [epochs_to_target(a, g) for a, g in zip(curves, df["target_accuracy"])]
     df["time_to_target_s"] = [time_to_target(t, a, g) for t, a, g in
                               zip(df["epoch_time_s"], curves, df["target_accuracy"])]
@@ -73,8 +113,8 @@ def add_run_metrics(df: pd.DataFrame) -> pd.DataFrame:
     df["train_time_s"] = df["epochs_done"] * df["epoch_time_s"]
     df["update_samples_s"] = [[t / steps for t in s] for s, steps in zip(df["steady_samples_s"], df["steps_per_epoch"])]
     df["loss_noise"] = [loss_noise(c) for c in df["loss_curve"]]
-    # the same protocol, optimizer and seed at batch 1 (and the saddle benchmark's same budget)
-    keys = ["machine", *record.PROTOCOL, "optimizer", "seed", "_budget"]
+    # the same setting, optimizer and seed at batch 1 (and the saddle benchmark's same budget)
+    keys = [*SETTING, "optimizer", "seed", "_budget"]
     df["_budget"] = df["budget"].fillna("")
     base = (df[df["batch_size"] == 1].set_index(keys)[["epoch_time_s", "time_per_update_s"]]
             .rename(columns=lambda c: c + "_bs1"))
@@ -94,12 +134,13 @@ def pooled(series) -> list:
     return [x for lst in series for x in (lst or [])]
 
 
-def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per machine x protocol x optimizer x batch size: the steady samples of all its finished runs
-    pooled over seeds (timings barely depend on the seed), their median with its interval, medians over seeds of
-    the rest, and whether any of its timings was unstable."""
+def cell_summary(df: pd.DataFrame, keys: list | None = None) -> pd.DataFrame:
+    """One row per cell (`keys`, default CELL: machine x protocol x optimizer x batch size): the steady samples of
+    all its finished runs pooled over seeds (timings barely depend on the seed), their median with its interval,
+    medians over seeds of the rest, and whether any of its timings was unstable."""
+    keys = CELL if keys is None else keys
     ok = df[df["status"] == "ok"]
-    g = ok.groupby(CELL, observed=True)
+    g = ok.groupby(keys, observed=True, dropna=False)
     out = g.agg(
         batch_label=("batch_label", "first"),
         seeds=("seed", "nunique"),
@@ -115,6 +156,8 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
         train_time_s=("train_time_s", "median"),
         time_to_target_s=("time_to_target_s", "median"),
         epochs_to_target=("epochs_to_target", "median"),
+        target_accuracy=("target_accuracy", "first"),
+        target_on=("target_on", "first"),
         test_accuracy=("test_accuracy", "mean"),
         test_accuracy_std=("test_accuracy", "std"),
         test_accuracy_min=("test_accuracy", "min"),
@@ -131,8 +174,8 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
         host_memory_peak_mib=("host_memory_peak_mib", "max"),
         host_memory_run_mib=("host_memory_run_mib", "max"),
     ).reset_index()
-    failed = df[df["status"] != "ok"].groupby(CELL, observed=True).size().rename("failed_runs")
-    out = out.join(failed, on=CELL)
+    failed = df[df["status"] != "ok"].groupby(keys, observed=True, dropna=False).size().rename("failed_runs")
+    out = out.join(failed, on=keys)
     out["failed_runs"] = out["failed_runs"].fillna(0).astype(int)
     tpu = [stats.median_of([s]) for s in out["update_samples_s"]]
     out["samples"] = [i.n for i in tpu]
@@ -143,7 +186,18 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     # a cell's median over its pooled samples: with several seeds the pooled median, not the median of medians
     out["time_per_update_s"] = [i.value if i.n else m for i, m in zip(tpu, out["time_per_update_s"])]
     out["energy_to_target_j"] = out["gpu_energy_per_epoch_j"] * out["epochs_to_target"]
+    ttt = [time_to_target_interval(k, x) for k, x in zip(out["epochs_to_target"], out["epoch_samples_s"])]
+    out["time_to_target_s"] = [i.value if i.n else math.nan for i in ttt]
+    out["time_to_target_lo_s"], out["time_to_target_hi_s"] = [i.low for i in ttt], [i.high for i in ttt]
     return out
+
+
+def time_to_target_interval(epochs, samples) -> stats.Interval:
+    """Steady time to the target with its interval: epochs to it (median over seeds) x the median of the cell's
+    steady epoch samples (pooled over seeds), the samples resampled."""
+    if epochs is None or pd.isna(epochs) or not len(samples):
+        return stats.NO_DATA
+    return stats.bootstrap([samples], lambda x, axis: epochs * np.median(x, axis=axis))
 
 
 def knee(batch_sizes, times, slope: float = KNEE_SLOPE):
@@ -159,7 +213,7 @@ def knee(batch_sizes, times, slope: float = KNEE_SLOPE):
 
 
 def knees(summary: pd.DataFrame, protocol=record.PROTOCOL) -> pd.DataFrame:
-    """The knee of each machine x protocol x optimizer (`protocol`: the protocol fields to tell apart), with the
+    """The knee of each setting (machine x `protocol`: the protocol fields to tell apart) and optimizer, with the
     batch sizes its bootstrap resamples put it at (95 %)."""
     keys = ["machine", *protocol, "optimizer"]
     rows = []

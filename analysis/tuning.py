@@ -13,6 +13,7 @@ import pandas as pd
 from analysis import metrics, stats
 from analysis.stats import Interval
 
+NAME = "tuning"  # the experiment's name in the records
 PERFECT_SLOPE = -0.5  # steps vs batch size, log-log: -1 is perfect scaling, 0 none; steeper than this counts
 
 
@@ -59,9 +60,9 @@ def _chosen_text(trials: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def _updates_to_target(row, target: float) -> float | None:
-    k = metrics.epochs_to_target(row["val_accuracy_by_epoch"], target)
-    return k * row["steps_per_epoch"] if k is not None else None
+def _updates_to_target(row) -> float | None:
+    k = row["epochs_to_target"]
+    return k * row["steps_per_epoch"] if k is not None and not pd.isna(k) else None
 
 
 def _median(values) -> Interval:
@@ -74,7 +75,7 @@ def _ranking(finals: pd.DataFrame) -> pd.DataFrame:
         row = {"batch": label}
         winners = {}
         for role in ("pinned", "tuned"):
-            sel = g[g["tuning.role"] == role]
+            sel = g[g["role"] == role]
             accs = {o: _median(list(s["val_accuracy"].dropna())) for o, s in sel.groupby("optimizer", sort=False)}
             order = sorted(accs, key=lambda o: -accs[o].value if not math.isnan(accs[o].value) else math.inf)
             winners[role] = order[0] if order else None
@@ -104,24 +105,24 @@ def _scaling_end(steps: pd.DataFrame) -> dict:
 
 
 def finding(runs: pd.DataFrame) -> TuningFinding | None:
-    if runs.empty or "tuning.role" not in runs:
-        return None
-    runs = runs[runs["tuning.role"].notna()].copy()
+    """The tuning experiment's finding from its runs (records of experiment tuning, with add_run_metrics' columns);
+    None when there are none."""
+    runs = runs[runs["role"].notna()].copy()
     if runs.empty:
         return None
     profile = runs["profile"].iloc[0]
-    target = metrics.target_for(profile)
-    trials = runs[runs["tuning.role"] == "trial"]
-    finals = runs[runs["tuning.role"].isin(["tuned", "pinned"]) & (runs["status"] == "ok")].copy()
+    target = float(runs["target_accuracy"].iloc[0])
+    trials = runs[runs["role"] == "trial"]
+    finals = runs[runs["role"].isin(["tuned", "pinned"]) & (runs["status"] == "ok")].copy()
     chosen = {(o, b): c for o, b, c in zip(finals["optimizer"], finals["batch_size"], finals["tuning.chosen"])
               if c is not None and not pd.isna(c)}
     t = trials[["optimizer", "batch_size", "batch_label", "lr_setting", "status", "val_accuracy"]].rename(
         columns={"lr_setting": "learning_rate"}).copy()
     t["chosen"] = [chosen.get((o, b)) is not None and math.isclose(chosen[(o, b)], lr, rel_tol=1e-9)
                    for o, b, lr in zip(t["optimizer"], t["batch_size"], t["learning_rate"])]
-    finals["updates_to_target"] = [_updates_to_target(r, target) for _, r in finals.iterrows()]
+    finals["updates_to_target"] = [_updates_to_target(r) for _, r in finals.iterrows()]
     rows = []
-    for (opt, bs, role), g in finals.groupby(["optimizer", "batch_size", "tuning.role"], sort=False):
+    for (opt, bs, role), g in finals.groupby(["optimizer", "batch_size", "role"], sort=False):
         reached = g["updates_to_target"].dropna()
         per_update = [s for lst in g["update_samples_s"] for s in (lst or [])] if "update_samples_s" in g else []
         steps = _median(list(reached)) if len(reached) else stats.NO_DATA

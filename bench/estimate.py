@@ -56,18 +56,16 @@ def seconds(cells, table: dict, per_run_s: float) -> float:
 
 
 def from_store(entries, machine_id: str, backend: str, mode: str):
-    """(table, per_run_s, runs used) from this machine's finished runs in the store, or None if too few."""
-    from bench.record import machine_id as mid
-
+    """(table, per_run_s, runs used) from this machine's finished runs in the store (bench.record.Entry), or None if
+    too few."""
     per_bs, overhead = {}, []
     for e in entries:
-        r = e["record"]
-        d = r.get("dispatch") or {}
-        if (r.get("status") != "ok" or mid(e.get("machine") or {}) != machine_id or d.get("backend") != backend
-                or d.get("mode", "default") != mode or not r.get("time_per_update_s")):
+        r = e.record
+        if (r.status != "ok" or e.machine.id != machine_id or r.dispatch.backend != backend
+                or r.dispatch.mode != mode or not r.time_per_update_s or r.epoch_time_s is None):
             continue
-        per_bs.setdefault(r["batch_size"], []).append(r["time_per_update_s"])
-        overhead.append(max(0.0, r["fit_wall_s"] - r["epochs"] * r["epoch_time_s"]))
+        per_bs.setdefault(r.batch_size, []).append(r.time_per_update_s)
+        overhead.append(max(0.0, r.fit_wall_s - r.epochs * r.epoch_time_s))
     if len(per_bs) < 2:
         return None
     return ({b: statistics.median(v) for b, v in per_bs.items()}, statistics.median(overhead), len(overhead))

@@ -6,6 +6,7 @@ import os
 import re
 
 from bench.gpu import describe_gpus
+from bench.record import DIRTY, Machine
 
 
 def short_label(gpu: dict, cpu_brand: str | None, cpu_count: int | None) -> str:
@@ -38,7 +39,7 @@ def machine_identity(nvml=None) -> dict:
     }
 
 
-def store_machine(label: str | None = None) -> dict:
+def store_machine(label: str | None = None) -> Machine:
     """What a store line says of its machine: enough to label it and to match it on --resume."""
     import platform
 
@@ -46,13 +47,14 @@ def store_machine(label: str | None = None) -> dict:
 
     gpu = describe_gpus()
     cpu = cpuinfo.get_cpu_info().get("brand_raw")
-    return {"node": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "gpu_name": gpu.get("name"), "gpu_count": gpu.get("count", 0),
-            "label": label or short_label(gpu, cpu, os.cpu_count())}
+    return Machine(node=platform.node(), cpu=cpu, cpu_count=os.cpu_count(), gpu_name=gpu.get("name"),
+                   gpu_count=gpu.get("count", 0), label=label or short_label(gpu, cpu, os.cpu_count()))
 
 
 def code_version() -> str:
-    """The installed package version, plus the git commit when run from a checkout."""
+    """The installed package version, plus the git commit when run from a checkout, plus DIRTY when the working
+    tree differs from that commit (modified, staged or new files that git does not ignore): such results cannot be
+    rebuilt from the commit they name."""
     import subprocess
     from importlib.metadata import PackageNotFoundError, version
     from pathlib import Path
@@ -61,12 +63,21 @@ def code_version() -> str:
         v = version("mnist-mlp-bench")
     except PackageNotFoundError:
         v = "unknown"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{v}+{commit}" if commit else v
+    here = Path(__file__).parent
+
+    def git(*args) -> str | None:
+        try:
+            proc = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=here)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return v
+    dirty = git("status", "--porcelain")
+    return f"{v}+{commit}" + (DIRTY if dirty or dirty is None else "")
+
 
 
 def _status_mib(key: str) -> float | None:

@@ -1,4 +1,4 @@
-"""The lecture's network, 784-500-500-10, its FLOPs per example, and the optimizers with the suite's learning rates."""
+"""The lecture's network, 784-500-500-10, and its FLOPs per example (backend-neutral: the backend passes its Keras)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,9 @@ def flops_per_example() -> int:
     return 2 * forward + input_grads
 
 
-def build_mlp(activation: str = "sigmoid", cls=None):
+def build_mlp(keras, activation: str = "sigmoid", cls=None):
     """784 -> Dense 500 -> Dense 500 -> Dense 10 softmax, as in the lecture, as a `cls` (keras.Sequential or a
-    backend's subclass with its own train step)."""
-    from bench.backends import current
-
-    keras = current().keras
+    backend's subclass with its own train step) of the given Keras module."""
     cls = cls or keras.Sequential
     return cls([
         keras.Input(shape=(LAYERS[0][0],)),
@@ -28,14 +25,3 @@ def build_mlp(activation: str = "sigmoid", cls=None):
         keras.layers.Dense(LAYERS[1][1], activation=activation),
         keras.layers.Dense(LAYERS[2][1], activation="softmax"),
     ])
-
-
-def make_optimizer(name: str, learning_rate: float | None = None):
-    """A Keras optimizer by its lower-case name, at `learning_rate`, else the suite's fixed learning rate where it
-    pins one, else the installed Keras' default."""
-    from bench.backends import optimizer_classes
-    from bench.grid import LEARNING_RATES
-
-    cls = optimizer_classes()[name]
-    rate = learning_rate if learning_rate is not None else LEARNING_RATES.get(name)
-    return cls(learning_rate=rate) if rate is not None else cls()

@@ -48,20 +48,13 @@ def _epoch_clock(keras, times):
 def plain_epoch_times(cfg: grid.RunConfig, data, use: str | None = None) -> list:
     """The cell's training with nothing but an epoch timer: `model.fit` with Keras' defaults, or in fast
     mode the suite's fast driver (bench.train.fit_epochs), or Keras' own fast flags with use="keras_fit"."""
-    from bench.backends import current
-    from bench.model import build_mlp, make_optimizer
+    from bench.backends import current, fresh_model
     from bench.train import compile_args, fit_epochs
 
-    keras = current().keras
-
-    keras.backend.clear_session(free_memory=True)
-    keras.utils.set_random_seed(cfg.seed)
+    model, _ = fresh_model(cfg.activation, cfg.optimizer, seed=cfg.seed, compile_args=compile_args(cfg), plain=True)
     x, y, _, _ = data.prepared(cfg.train_size)
-    model = build_mlp(cfg.activation, cls=keras.Sequential)
-    model.compile(optimizer=make_optimizer(cfg.optimizer), loss="categorical_crossentropy", metrics=["accuracy"],
-                  **compile_args(cfg))
     times = []
-    fit_epochs(model, x, y, cfg, [_epoch_clock(keras, times)], use=use)
+    fit_epochs(model, x, y, cfg, [_epoch_clock(current().keras, times)], use=use)
     return times
 
 
@@ -80,18 +73,13 @@ def floor_epoch_times(cfg: grid.RunConfig, data) -> list:
     """
     import numpy as np
 
-    from bench.backends import Unsupported, current
-    from bench.model import build_mlp, make_optimizer
+    from bench.backends import Unsupported, current, fresh_model
 
     backend = current()
-    keras = backend.keras
-    keras.backend.clear_session(free_memory=True)
-    keras.utils.set_random_seed(cfg.seed)
+    model, optimizer = fresh_model(cfg.activation, cfg.optimizer, seed=cfg.seed, plain=True)
     x, y, _, _ = data.prepared(cfg.train_size)
     steps = cfg.train_size // cfg.batch_size
     order = np.random.default_rng(cfg.seed).permutation(len(x))[: steps * cfg.batch_size]
-    model = build_mlp(cfg.activation, cls=keras.Sequential)
-    optimizer = make_optimizer(cfg.optimizer)
     try:
         epoch = backend.floor_epoch(model, optimizer, x[order].reshape(steps, cfg.batch_size, -1),
                                     y[order].reshape(steps, cfg.batch_size, -1))

@@ -1,6 +1,10 @@
-"""The run record, defined once: its fields with types and units, the schema version and the upgrade of older
-files, the protocol and cell keys, and the run store's one reader and writer. Imports no TensorFlow, Keras or
-JAX: the measurement (bench/) and the analysis (analysis/) both import it, and nothing else crosses over."""
+"""The run record, defined once: its fields with types and units, the schema version and the chain of upgrades of
+older files, the protocol, cell and run keys, and the run store's one reader and writer. Imports no TensorFlow,
+Keras or JAX: the measurement (bench/) and the analysis (analysis/) both import it, and nothing else crosses over.
+
+Every production read of a record goes through `Record.from_dict` (the store's reader, the benchmark JSON's
+reader in analysis/, resume, tuning and the estimate all get `Record` objects): a renamed or mistyped field is an
+error naming it, never a silent None."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import datetime
 import fcntl
 import json
 import os
+import re
 import statistics
 import types
 import typing
@@ -16,8 +21,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCHEMA = "mnist-mlp-bench/2"
-SCHEMAS = ("mnist-mlp-bench/1", "mnist-mlp-bench/2")  # what the reader accepts (older ones are upgraded)
+SCHEMA = "mnist-mlp-bench/3"
+SCHEMAS = ("mnist-mlp-bench/1", "mnist-mlp-bench/2", SCHEMA)  # what the reader accepts (older ones are upgraded)
 
 # What counts as evidence (DESIGN.md): a timing rests on at least MIN_SAMPLES steady samples; a cell whose samples
 # spread more than UNSTABLE_SPREAD around their median, or whose median is slower than the compile epoch (beyond
@@ -30,16 +35,26 @@ DEFAULT_STORE = ".benchmarks/mnist-mlp-bench-runs.jsonl"
 FINISHED = ("ok", "diverged", "oom")
 STATUSES = ("ok", "diverged", "oom", "error", "interrupted")
 
-# What makes two runs the same experiment, as dotted paths into a record (also the tidy DataFrame's column
-# names). The backend is part of it: Keras on TensorFlow and on JAX dispatch differently, so their times
-# measure the framework as well as the machine.
-PROTOCOL = ("profile", "train_size", "epochs", "activation", "dtype", "dispatch.mode", "dispatch.backend")
-# Settings that change what a run measures on one machine but that machines are still compared across
-# (a thread count is how `reports/compare/cpu-2-vs-1-threads` was made): part of the resume key only.
-SETTINGS = ("threads", "probes", "precision")
-# The grid cell within a protocol.
-# `tuning.role` tells the tuning experiment's trials (one per rate) from its final runs at the tuned or the pinned rate.
-CELL = ("optimizer", "batch_size", "full_batch", "budget", "lr_setting", "tuning.role")
+FULL = "full"  # the batch label of the whole training set in one batch
+GRID = "grid"  # the experiment name of the plain sweep
+PLATEAU_KINDS = ("saddle", "minimum", "slope", "undetermined")  # bench.curvature.classify's labels
+
+
+DIRTY = ".dirty"  # appended to a code version when the working tree had uncommitted changes (bench.machine)
+
+
+def provenance(version: str | None) -> str | None:
+    """Why results made by `version` cannot be rebuilt from a commit (None: they can): dirty or unknown."""
+    if not version or "+" not in version:
+        return f"no commit recorded ({version or 'no code version'})"
+    if version.endswith(DIRTY) or "dirty" in version:
+        return f"made from a dirty working tree ({version})"
+    return None
+
+
+def batch_label(full_batch: bool, batch_size: int) -> str:
+    """'full' for the whole training set in one batch, else the batch size."""
+    return FULL if full_batch else str(batch_size)
 
 
 def _f(doc: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
@@ -136,7 +151,7 @@ class Plateau:
 
 @dataclass(kw_only=True)
 class Stuck:
-    """How the escape experiment's stuck point was reached (bench/escape.py)."""
+    """How the escape experiment's stuck point was reached (bench/experiments/escape.py)."""
 
     how: str = _f("full-batch descent to a flat point with negative curvature, and where it stopped")
     updates: int = _f("full-batch SGD updates from the seed-0 initialisation to the stuck point")
@@ -184,10 +199,8 @@ class Trial:
 
 @dataclass(kw_only=True)
 class Tuning:
-    """The tuning experiment's part of a record (bench/tuning.py)."""
+    """The tuning experiment's part of a record (bench/experiments/tuning.py)."""
 
-    role: str = _f("trial (one rate of the search), tuned (a final run at the chosen rate) or pinned (a final run "
-                   "at the suite's pinned rate, the comparison)")
     grid: list[float] = _f("the search's learning rates")
     rule: str = _f("how the rate is chosen")
     trials: list[Trial] = _f("the trials the choice was made from (final runs; empty for a trial)", factory=list)
@@ -195,14 +208,29 @@ class Tuning:
     pinned: float = _f("the suite's pinned rate for this optimizer (the grid's centre)")
 
 
+@dataclass(kw_only=True, frozen=True)
+class Target:
+    """The accuracy a profile sets as its target (time and steps to target read it), declared with the profile."""
+
+    value: float = _f("the accuracy to reach")
+    split: str = _f("where it is read: validation (the last 10,000 training images) or test (records from before "
+                    "the validation split)")
+    metric: str = _f("what is read: accuracy", "accuracy")
+
+
 @dataclass(kw_only=True)
 class Record:
     """One training run: what ran, what it cost, what it reached (DESIGN.md's contract). Units are in the names."""
 
-    schema: str = _f("record format version")
+    schema: str = _f("record format version (a record read from an older file is upgraded to this one)")
     status: str = _f("ok, diverged, oom, error or interrupted")
     error: str | None = _f("the reason when status is not ok")
-    profile: str = _f("the profile (or experiment) the run belongs to")
+    experiment: str = _f("what the run belongs to: grid (the sweep of optimizers x batch sizes) or the named "
+                         "experiment (saddle, escape, tuning, ...), as declared in bench/experiments/")
+    profile: str = _f("the profile of the grid or of the experiment the run belongs to")
+    target: Target = _f("the accuracy the profile sets as its target, and the split it is read on")
+    role: str | None = _f("the cell's role within its experiment (tuning: trial, tuned or pinned); None in the grid; "
+                          "part of the cell key", None)
     optimizer: str = _f("the Keras optimizer's lower-case name")
     batch_size: int = _f("examples per update (the train size for the full batch)")
     full_batch: bool = _f("the batch is the whole training set")
@@ -270,7 +298,9 @@ class Record:
     gpu: Gpu = _f("NVML's samples of the timed epochs")
     dispatch: Dispatch = _f("how the steps were driven")
     escape: Escape | None = _f("the escape experiment's measurement; None elsewhere", None)
-    tuning: Tuning | None = _f("the tuning experiment's role and search; None elsewhere", None)
+    tuning: Tuning | None = _f("the tuning experiment's search; None elsewhere", None)
+    code_version: str | None = _f("the suite's version and git commit that made the run, +dirty when the working tree "
+                                  "had uncommitted changes (None: not recorded)", None)
 
     def to_dict(self) -> dict:
         """Plain JSON types, keys in declaration order (the form stored and written to extra_info)."""
@@ -279,7 +309,13 @@ class Record:
     @classmethod
     def from_dict(cls, data: dict, where: str = "record") -> "Record":
         """A record read back, upgraded from an older schema, every field's type checked (RecordError)."""
+        if not isinstance(data, dict):
+            raise RecordError(f"{where}: expected an object, got {type(data).__name__}")
         return _build(cls, upgrade(data), where)
+
+    @property
+    def label(self) -> str:
+        return batch_label(self.full_batch, self.batch_size)
 
 
 def _plain(value):
@@ -302,6 +338,28 @@ def fields_doc(cls=Record, prefix: str = "") -> dict:
         if inner is not None:
             out.update(fields_doc(inner, prefix + f.name + "."))
     return out
+
+
+def columns(cls=Record, prefix: str = "") -> dict:
+    """{dotted name: the field's type hint} of every leaf of the record as a table column: a nested record is
+    flattened into its fields (gpu.util_mean_pct), a list of records (plateaus) stays one column."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        inner = _dataclass_in(hint)
+        if inner is not None and typing.get_origin(hint) is not list and list not in map(typing.get_origin,
+                                                                                          typing.get_args(hint)):
+            out.update(columns(inner, prefix + f.name + "."))
+        else:
+            out[prefix + f.name] = hint
+    return out
+
+
+def flat(rec: Record) -> dict:
+    """The record as one table row: {column (see columns()): value in plain JSON types}, None under a nested record
+    that is None."""
+    return {path: _plain(value(rec, path)) for path in columns()}
 
 
 class RecordError(ValueError):
@@ -397,35 +455,24 @@ def stability_key(status: str, unstable: bool, spread: float | None) -> tuple:
     return status not in FINISHED, bool(unstable), spread if spread is not None else float("inf")
 
 
-# --- older files ------------------------------------------------------------------------------------------
+# --- older files: a chain of upgrades, one per schema version (as asv upgrades its results per version) ------
 
-def upgrade(data: dict) -> dict:
-    """A record of any accepted schema in today's shape: fields added since it was written get the value those
-    runs used (or None where it was not measured). The input is not changed."""
-    schema = data.get("schema")
-    if schema not in SCHEMAS:
-        raise RecordError(f"unknown schema {schema!r}; this suite reads {', '.join(SCHEMAS)}")
-    r = json.loads(json.dumps(data))  # a deep copy in plain types
+def _v1_to_v2(r: dict) -> None:
+    """Schema 1 had no steady samples, spread or compile time (they come from its epoch times), no dispatch mode,
+    budget, probes or efficiency fields."""
     if not isinstance(r.get("dispatch"), dict):
         raise RecordError("record: missing field 'dispatch'")
-    for key, value in (("budget", None), ("dtype", "float32"), ("flops_per_epoch", None), ("achieved_gflops", None),
-                       ("peak_fraction", None), ("host_memory_peak_mib", None), ("host_memory_source", None),
-                       ("full_grad_norm_by_epoch", []), ("noise_scale_by_epoch", []), ("hessian", None),
-                       ("plateaus", None)):
-        r.setdefault(key, value)
+    for key, default in (("budget", None), ("dtype", "float32"), ("flops_per_epoch", None), ("achieved_gflops", None),
+                         ("peak_fraction", None), ("host_memory_peak_mib", None), ("host_memory_source", None),
+                         ("full_grad_norm_by_epoch", []), ("noise_scale_by_epoch", []), ("hessian", None),
+                         ("plateaus", None)):
+        r.setdefault(key, default)
     r.setdefault("grad_norm_stride", r.get("curve_stride"))  # before it existed, the norm went with the loss
-    probes = r.setdefault("probes", {"enabled": False, "reason": "not recorded (made before the probes existed)",
-                                     "requested": False})
-    probes.setdefault("requested", probes["enabled"] or probes.get("reason") != "off (--no-probes)")
-    if isinstance(r["hessian"], dict):
-        r["hessian"].setdefault("plateau_start", None)
-    d = r["dispatch"]
-    d.setdefault("mode", "default")
-    d.setdefault("driver", "keras_fit")
-    d.setdefault("threads", None)
-    d.setdefault("precision", "tf32")  # both frameworks' default, the only setting before --precision
-    d.setdefault("matmul_precision", "fp32" if d.get("device") == "CPU" else None)  # a CPU has no TensorFloat-32
-    if "steady_samples_s" not in r:  # schema 1: the samples, spread and compile time from its epoch times
+    r.setdefault("probes", {"enabled": False, "reason": "not recorded (made before the probes existed)",
+                            "requested": False})
+    r["dispatch"].setdefault("mode", "default")
+    r["dispatch"].setdefault("driver", "keras_fit")
+    if "steady_samples_s" not in r:  # the samples, spread and compile time from its epoch times
         timing = steady_timing(r.get("epoch_times_s") or [])
         timing["epoch_time_s"] = r.get("epoch_time_s")  # as recorded (1-epoch runs timed their only epoch)
         for key, v in timing.items():
@@ -433,8 +480,61 @@ def upgrade(data: dict) -> dict:
         gpu = r.get("gpu") or {}
         if gpu.get("energy_j") is not None:
             gpu.setdefault("energy_source", "counter, every epoch (compile included: schema 1)")
+
+
+# Targets by profile name before schema 3, when analysis/ held them (the profile now declares its own target).
+_TARGETS_BEFORE_V3 = {"smoke": 0.75, "quick": 0.90, "lecture": 0.97, "tuning-test": 0.5, "tuning": 0.85,
+                      "tuning-cpu": 0.85, "tuning-lecture": 0.97}
+
+
+def _v2_to_v3(r: dict) -> None:
+    """Schema 3 names the run's experiment, its target and its role, and carries the code version; fields added
+    while schema 2 was current (probes.requested, --precision) get the values those runs used."""
+    if not isinstance(r.get("dispatch"), dict):
+        raise RecordError("record: missing field 'dispatch'")
+    probes = r.get("probes") if isinstance(r.get("probes"), dict) else {}
+    probes.setdefault("requested", probes.get("enabled") or probes.get("reason") != "off (--no-probes)")
+    if isinstance(r.get("hessian"), dict):
+        r["hessian"].setdefault("plateau_start", None)
+    d = r["dispatch"]
+    d.setdefault("threads", None)
+    d.setdefault("precision", "tf32")  # both frameworks' default, the only setting before --precision
+    d.setdefault("matmul_precision", "fp32" if d.get("device") == "CPU" else None)  # a CPU has no TensorFloat-32
+    tuning = r.get("tuning") if isinstance(r.get("tuning"), dict) else None
+    # which experiment: the one fact schema 2 left to inference, decided here once, from its record parts
+    r.setdefault("experiment", "escape" if r.get("escape") else "tuning" if tuning else "saddle" if r.get("budget")
+                 else GRID)
+    r.setdefault("role", tuning.pop("role", None) if tuning else None)
+    r.setdefault("target", {"value": _TARGETS_BEFORE_V3.get(r.get("profile"), 0.90),
+                            "split": "validation" if r.get("val_accuracy_by_epoch") else "test",
+                            "metric": "accuracy"})
+    r.setdefault("code_version", None)
+
+
+UPGRADES = {"mnist-mlp-bench/1": ("mnist-mlp-bench/2", _v1_to_v2),
+            "mnist-mlp-bench/2": (SCHEMA, _v2_to_v3)}
+
+
+def upgrade(data: dict) -> dict:
+    """A record of any accepted schema in today's shape, through the chain of upgrades (1 -> 2 -> 3): fields added
+    since it was written get the value those runs used (or None where it was not measured), and its `schema`
+    becomes today's. The input is not changed."""
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema not in SCHEMAS:
+        raise RecordError(f"unknown schema {schema!r}; this suite reads {', '.join(SCHEMAS)}"
+                          + ("; it was written by a newer mnist-mlp-bench" if _newer(schema) else ""))
+    r = json.loads(json.dumps(data))  # a deep copy in plain types
+    while r["schema"] != SCHEMA:
+        nxt, step = UPGRADES[r["schema"]]
+        step(r)
+        r["schema"] = nxt
     _fill_defaults(Record, r)
     return r
+
+
+def _newer(schema) -> bool:
+    m = re.fullmatch(r"mnist-mlp-bench/(\d+)", str(schema))
+    return bool(m) and int(m.group(1)) > int(SCHEMA.rsplit("/", 1)[1])
 
 
 def _fill_defaults(cls, data) -> None:
@@ -455,40 +555,123 @@ def _fill_defaults(cls, data) -> None:
 
 # --- keys ---------------------------------------------------------------------------------------------------
 
-def value(record: dict, path: str):
-    """A record's value at a dotted path ('dispatch.mode'); None where it is absent."""
+def value(rec, path: str):
+    """A record's value at a dotted path ('dispatch.mode'), for a Record or its dict; None where it is absent."""
     for part in path.split("."):
-        if not isinstance(record, dict):
+        if rec is None:
             return None
-        record = record.get(part)
-    return record
+        rec = rec.get(part) if isinstance(rec, dict) else getattr(rec, part, None)
+    return rec
 
 
-def threads_setting(record: dict) -> int | None:
-    """The thread count asked for (--threads), None for the backend's default (TensorFlow's 0, or JAX)."""
-    threads = value(record, "dispatch.threads")
-    return (threads.get("intra_op") or None) if isinstance(threads, dict) else None
+@dataclass(frozen=True)
+class Protocol:
+    """What makes two runs the same experiment. The backend is part of it: Keras on TensorFlow and on JAX dispatch
+    differently, so their times measure the framework as well as the machine."""
+
+    experiment: str
+    profile: str
+    train_size: int
+    epochs: int
+    activation: str
+    dtype: str
+    mode: str
+    backend: str
+
+    PATHS: typing.ClassVar[dict] = {"experiment": "experiment", "profile": "profile", "train_size": "train_size",
+                                    "epochs": "epochs", "activation": "activation", "dtype": "dtype",
+                                    "mode": "dispatch.mode", "backend": "dispatch.backend"}
 
 
-def protocol_key(record: dict) -> tuple:
-    return tuple(value(record, f) for f in PROTOCOL)
+@dataclass(frozen=True)
+class Cell:
+    """The grid cell within a protocol (`role`: an experiment's kind of run, e.g. the tuning's trials)."""
+
+    optimizer: str
+    batch_size: int
+    full_batch: bool
+    budget: str | None
+    lr_setting: float | None
+    role: str | None
+
+    PATHS: typing.ClassVar[dict] = {"optimizer": "optimizer", "batch_size": "batch_size", "full_batch": "full_batch",
+                                    "budget": "budget", "lr_setting": "lr_setting", "role": "role"}
 
 
-def cell_key(record: dict) -> tuple:
-    return tuple(value(record, f) for f in CELL)
+@dataclass(frozen=True)
+class Settings:
+    """Settings that change what a run measures on one machine but that machines are still compared across (a
+    thread count is how `reports/compare/cpu-2-vs-1-threads` was made): part of the run key only."""
+
+    threads: int | None  # --threads, None for the backend's default
+    probes: bool  # probes asked for
+    precision: str  # --precision asked for
 
 
-def resume_key(record: dict, machine: str) -> tuple:
+@dataclass(frozen=True)
+class RunKey:
     """Two runs are the same measurement when protocol, settings, cell, seed and machine agree."""
-    settings = (threads_setting(record), bool(value(record, "probes.requested")),
-                value(record, "dispatch.precision") or "tf32")
-    return protocol_key(record) + settings + cell_key(record) + (record["seed"], machine)
+
+    protocol: Protocol
+    settings: Settings
+    cell: Cell
+    seed: int
+    machine: str
+
+    def flat(self) -> tuple:
+        """The key as one tuple of plain values (a shard's plan stores it as a JSON list)."""
+        return dataclasses.astuple(self)
 
 
-def machine_id(machine: dict) -> str:
-    """A store line's machine as one string: host, CPU and GPU (what --resume and estimates match on)."""
-    gpu = machine.get("gpu_name") or "no-gpu"
-    return f"{machine.get('node')}|{machine.get('cpu')}|{gpu}"
+# The same keys as dotted column names of the analysis' table.
+PROTOCOL = tuple(Protocol.PATHS.values())
+CELL = tuple(Cell.PATHS.values())
+
+
+def _of(cls, rec):
+    return cls(**{name: value(rec, path) for name, path in cls.PATHS.items()})
+
+
+def protocol_of(rec) -> Protocol:
+    return _of(Protocol, rec)
+
+
+def cell_of(rec) -> Cell:
+    return _of(Cell, rec)
+
+
+def settings_of(rec: Record) -> Settings:
+    threads = rec.dispatch.threads
+    return Settings((threads.get("intra_op") or None) if isinstance(threads, dict) else None,
+                    bool(rec.probes.requested), rec.dispatch.precision or "tf32")
+
+
+def run_key(rec: Record, machine: str) -> RunKey:
+    return RunKey(protocol_of(rec), settings_of(rec), cell_of(rec), rec.seed, machine)
+
+
+@dataclass(kw_only=True)
+class Machine:
+    """A store line's machine: enough to label it and to match it on --resume."""
+
+    node: str | None = None
+    cpu: str | None = None
+    cpu_count: int | None = None
+    gpu_name: str | None = None
+    gpu_count: int = 0
+    label: str | None = None
+
+    @property
+    def id(self) -> str:
+        """Host, CPU and GPU as one string (what --resume and estimates match on)."""
+        return f"{self.node}|{self.cpu}|{self.gpu_name or 'no-gpu'}"
+
+    @classmethod
+    def from_dict(cls, data) -> "Machine":
+        if not isinstance(data, dict):
+            return cls()
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 # --- the run store ------------------------------------------------------------------------------------------
@@ -497,37 +680,74 @@ class StoreError(ValueError):
     """A store that cannot be read or written; the message names the file (and line) in one line."""
 
 
-class TornLineWarning(UserWarning):
-    """A line cut mid-write (kill -9, full disk): skipped, every other line is read."""
+class BadLineWarning(UserWarning):
+    """A store line that is not a valid record of a known schema: skipped, every other line is read."""
 
 
-def check_writable(path: str | os.PathLike) -> None:
+@dataclass
+class Entry:
+    """One stored run: its record and what the store line says about it."""
+
+    record: Record
+    nodeid: str | None
+    finished: str | None
+    machine: Machine
+    code_version: str | None
+    written_schema: str  # the record's schema as written (before any upgrade)
+    where: str  # file:line
+
+
+@dataclass(frozen=True)
+class BadLine:
+    where: str  # file:line
+    reason: str
+
+    def text(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+@dataclass
+class Store:
+    """A store as read: its valid runs, and the lines that were skipped, with why."""
+
+    path: Path
+    entries: list[Entry]
+    bad: list[BadLine]
+
+    def finished_keys(self) -> set:
+        """The run keys of the store's finished runs."""
+        return {run_key(e.record, e.machine.id) for e in self.entries if e.record.status in FINISHED}
+
+
+def check_writable(path: str | os.PathLike, option: str = "--bench-store") -> None:
     """StoreError unless `path` can be appended to (or created), without creating anything."""
     path = Path(path)
     if path.exists():
         if not path.is_file() or not os.access(path, os.W_OK):
-            raise StoreError(f"--bench-store: cannot write {str(path)!r} (not a writable file)")
+            raise StoreError(f"{option}: cannot write {str(path)!r} (not a writable file)")
         return
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise StoreError(f"--bench-store: cannot create {str(path)!r} ({parent} is not a writable folder)")
+        raise StoreError(f"{option}: cannot create {str(path)!r} ({parent} is not a writable folder)")
 
 
-def append(path: str | os.PathLike, nodeid: str, record: dict, machine: dict | None = None,
+def append(path: str | os.PathLike, nodeid: str, rec: Record | dict, machine: Machine | dict | None = None,
            version: str | None = None) -> None:
     """Append one run as one line, under an exclusive lock (two sweeps may share a store), then fsync. The line
     starts on a fresh line whatever the file ends with: after a torn write the new run is still whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(machine, Machine):
+        machine = dataclasses.asdict(machine)
     line = json.dumps({
         "schema": SCHEMA,
         "nodeid": nodeid,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine or {"node": os.uname().nodename},
         "code_version": version,
-        "record": record,
+        "record": rec.to_dict() if isinstance(rec, Record) else rec,
     }, allow_nan=False) + "\n"
     with open(path, "ab") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -544,41 +764,48 @@ def append(path: str | os.PathLike, nodeid: str, record: dict, machine: dict | N
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_store(path: str | os.PathLike) -> list[dict]:
-    """Every stored run, records upgraded. A torn line (a JSON object cut short) is skipped with a warning naming
-    file:line; any other bad line is a StoreError. A missing file is an empty store."""
+def _entry(raw: bytes, where: str) -> Entry | BadLine:
+    """One store line read through the record type, or why it is no valid record."""
+    if not raw.strip(b"\x00 \t\r"):
+        return BadLine(where, "NUL bytes (the tail of a write a crash cut off)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return BadLine(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+    try:
+        line = json.loads(text)
+    except json.JSONDecodeError:
+        return BadLine(where, "torn line (a write was cut off)" if text.lstrip().startswith("{")
+                       else "not a JSON line; a run store holds one JSON object per line")
+    if not isinstance(line, dict) or not isinstance(line.get("record"), dict):
+        return BadLine(where, "not a run-store line (no 'record')")
+    try:
+        rec = Record.from_dict(line["record"], where="record")
+    except RecordError as exc:
+        return BadLine(where, str(exc))
+    return Entry(rec, line.get("nodeid"), line.get("finished"), Machine.from_dict(line.get("machine")),
+                 line.get("code_version"), str(line["record"].get("schema")), where)
+
+
+def read_store(path: str | os.PathLike, warn: bool = True) -> Store:
+    """Every valid stored run, read through the record type. A line that is not a valid record of a known schema
+    (cut off by a crash, NUL-filled, not UTF-8, not JSON, another schema, a field of the wrong type) is skipped
+    with a BadLineWarning naming file:line and why, and listed in `Store.bad`. A missing file is an empty store;
+    a file that cannot be read at all is a StoreError."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StoreError(f"{path}: cannot be read as a JSON-lines store ({exc})") from None
-    entries = []
-    for i, text in enumerate(lines, start=1):
-        if not text.strip():
+        return Store(path, [], [])
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    entries, bad = [], []
+    for i, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
             continue
-        try:
-            entry = json.loads(text)
-        except json.JSONDecodeError:
-            if text.lstrip().startswith("{"):
-                warnings.warn(f"{path}:{i}: torn line skipped (a write was cut off)", TornLineWarning, stacklevel=2)
-                continue
-            raise StoreError(f"{path}:{i}: not a JSON line; a run store holds one JSON object per line") from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("record"), dict):
-            raise StoreError(f"{path}:{i}: not a run-store line (no 'record')")
-        if entry.get("schema") not in SCHEMAS:
-            raise StoreError(f"{path}:{i}: unknown schema {entry.get('schema')!r}; this suite reads "
-                             f"{', '.join(SCHEMAS)}")
-        try:
-            entry["record"] = upgrade(entry["record"])
-        except RecordError as exc:
-            raise StoreError(f"{path}:{i}: {exc}") from None
-        entries.append(entry)
-    return entries
-
-
-def finished_keys(entries) -> set:
-    """The resume keys of the store's finished runs."""
-    return {resume_key(e["record"], machine_id(e.get("machine") or {})) for e in entries
-            if e["record"].get("status") in FINISHED}
+        found = _entry(raw, f"{path}:{i}")
+        (entries if isinstance(found, Entry) else bad).append(found)
+    if warn:
+        for b in bad:
+            warnings.warn(f"{b.text()}: skipped", BadLineWarning, stacklevel=2)
+    return Store(path, entries, bad)

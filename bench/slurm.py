@@ -139,7 +139,7 @@ def shard_status(results: Path, sub: dict) -> list[dict]:
     for k in range(1, n + 1):
         store = store_of(results, k, n)
         plan = shard.read_plan(store)
-        done = record.finished_keys(record.read_store(store)) if store.exists() else set()
+        done = {k.flat() for k in record.read_store(store, warn=False).finished_keys()}
         state = queue.get(k)
         finished = len(plan["keys"] & done) if plan else 0
         complete = plan is not None and finished == len(plan["keys"])

@@ -14,11 +14,12 @@ import time
 import numpy as np
 from dataclasses import asdict, dataclass, field
 
-from bench import backends, escape
+from bench import backends
+from bench.experiments.base import Plan
 from bench.gpu import GpuSampler
 from bench.grid import MAX_CURVE_POINTS, RunConfig
 from bench.machine import peak_host_memory_mib, reset_peak_host_memory
-from bench.model import flops_per_example, make_optimizer
+from bench.model import flops_per_example
 from bench.record import SCHEMA, Dispatch, Gpu, Hessian, Plateau, Probes, Record, steady_timing
 
 EVAL_BATCH_SIZE = 1000  # evaluation is untimed; a fixed batch keeps its cost independent of the grid
@@ -166,8 +167,7 @@ class Setup:
     clock: object
     sampler: GpuSampler
     memory_start_mib: float | None
-    start: object = None  # bench.escape.Start: the weights the run starts from, and when it has escaped
-    start_digest: str | None = None
+    start_weights: list | None = None  # the weights the run started from (its experiment's plan), as the model has them
 
 
 @dataclass
@@ -181,38 +181,37 @@ class Outcome:
 
 
 def prepare(cfg: RunConfig, data, max_curve_points: int, sampler: GpuSampler | None, on_epoch=None,
-            start=None) -> Setup:
-    """A fresh seeded model (or one at `start`'s weights), optimizer, recorder, prober and epoch clock."""
+            plan: Plan | None = None) -> Setup:
+    """A fresh seeded model (or one at the plan's start weights), optimizer, recorder, prober and epoch clock."""
     from bench.curvature import PROBE_SIZE, Prober
 
     backend = backends.current()
-    keras = backend.keras
-    keras.backend.clear_session(free_memory=True)
-    memory_start = reset_peak_host_memory()
-    keras.utils.set_random_seed(cfg.seed)
+    plan = plan or Plan(cfg)
+    memory = []
+    model, optimizer = backends.fresh_model(
+        cfg.activation, cfg.optimizer, cfg.learning_rate, seed=cfg.seed, compile_args=compile_args(cfg),
+        recorder=lambda: backend.curve_recorder(cfg.expected_updates, max_curve_points,
+                                                FAST_NORM_POINTS if cfg.dispatch == "fast" else None),
+        on_cleared=lambda: memory.append(reset_peak_host_memory()))
+    recorder = model.recorder
     x_train, y_train, x_test, y_test = data.prepared(cfg.train_size)
-    recorder = backend.curve_recorder(cfg.expected_updates, max_curve_points,
-                                      FAST_NORM_POINTS if cfg.dispatch == "fast" else None)
-    model = backend.build_model(cfg.activation, recorder)
-    optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate)
-    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"], **compile_args(cfg))
-    if start is not None:
-        model.set_weights(start.weights)
+    start_weights = None
+    if plan.weights is not None:
+        model.set_weights(plan.weights)
+        start_weights = model.get_weights()
     # read before training: after an interrupted fit, Keras' JAX trainer leaves variables unsynchronised
-    learning_rate = float(f"{float(keras.ops.convert_to_numpy(optimizer.learning_rate)):.7g}")
+    learning_rate = float(f"{float(backend.keras.ops.convert_to_numpy(optimizer.learning_rate)):.7g}")
     prober = None
     if cfg.probes:
         n = min(PROBE_SIZE, len(x_train))
         probe = backend.probe(model, x_train[:n], y_train[:n])
-        # from a stuck point the probes watch for the escape: the loss and gradient, not the noise scale
-        prober = Prober(probe, seed=cfg.seed, noise=start is None) if probe is not None else None
+        prober = Prober(probe, seed=cfg.seed, noise=plan.probe_noise) if probe is not None else None
     sampler = sampler or GpuSampler()
-    stop = (lambda entry: escape.stops(entry, start)) if start is not None else None
-    # the tuning experiment checks the validation split often: its test accuracy is read once, at the end
-    clock = _epoch_clock_class(keras)(x_test, y_test, sampler, prober, on_epoch, stop, validation=data.validation(),
-                                      test_each_epoch=cfg.tuning_role is None)
+    clock = _epoch_clock_class(backend.keras)(x_test, y_test, sampler, prober, on_epoch, plan.stop,
+                                              validation=data.validation(),
+                                              test_each_epoch=cfg.evaluate_test_each_epoch)
     return Setup(model, optimizer, x_train, y_train, learning_rate, len(x_test), recorder, prober, clock, sampler,
-                 memory_start, start, escape.digest(model.get_weights()) if start is not None else None)
+                 memory[0] if memory else None, start_weights)
 
 
 def fit_and_classify(cfg: RunConfig, s: Setup) -> Outcome:
@@ -313,18 +312,23 @@ def dispatch(cfg: RunConfig, model) -> Dispatch:
                     threads=backend.threads(), precision=asked, matmul_precision=used)
 
 
-def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, attempt: int = 1) -> Record:
+def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, attempt: int = 1,
+                 plan: Plan | None = None, code_version: str | None = None) -> Record:
+    """The run's record; `cfg` is the cell as planned (its keys), the plan's cell what trained."""
+    plan = plan or Plan(cfg)
+    trained = plan.cell
     ok, clock = out.status == "ok", s.clock
     loss_curve, grad_curve = s.recorder.curves() if s.recorder else ([], [])
     memory = peak_host_memory_mib(s.memory_start_mib)
     probe_fields = probes(cfg, s, out.status, grad_curve)
-    return Record(
-        schema=SCHEMA, status=out.status, error=out.error, profile=cfg.profile, optimizer=cfg.optimizer,
+    rec = Record(
+        schema=SCHEMA, status=out.status, error=out.error, experiment=cfg.experiment, profile=cfg.profile,
+        target=cfg.target, role=cfg.role, optimizer=cfg.optimizer,
         batch_size=cfg.batch_size, full_batch=cfg.full_batch, budget=cfg.budget, activation=cfg.activation,
         dtype=backends.current().keras.config.floatx(), seed=cfg.seed, train_size=cfg.train_size,
         test_size=s.test_size, epochs=cfg.epochs, epochs_done=len(clock.times),
         learning_rate=s.learning_rate, updates=_updates(cfg, s), steps_per_epoch=cfg.steps_per_epoch,
-        fit_wall_s=out.fit_wall_s, **timing(cfg, clock.times, peak),
+        fit_wall_s=out.fit_wall_s, **timing(trained, clock.times, peak),
         train_loss=_finite(out.train_eval["loss"] and float(out.train_eval["loss"])),
         train_accuracy=out.train_eval["accuracy"] and float(out.train_eval["accuracy"]),
         test_loss=clock.test_loss[-1] if clock.test_loss and ok else None,
@@ -341,26 +345,27 @@ def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, atte
         host_memory_peak_mib=memory["peak_mib"], host_memory_run_mib=memory["run_mib"],
         host_memory_source=memory["source"],
         diverged=out.status == "diverged", gpu=Gpu(**s.sampler.summary()), dispatch=dispatch(cfg, s.model),
-        attempt=attempt, lr_setting=cfg.learning_rate if cfg.tuning_role in (None, "trial") else None, escape=_escape(cfg, s, probe_fields["hessian"]),
+        attempt=attempt, lr_setting=cfg.learning_rate, code_version=code_version, **(plan.fields or {}),
     )
-
-
-def _escape(cfg: RunConfig, s: Setup, hessian):
-    """The escape experiment's entry of a run that started from a stuck point (bench.escape); None otherwise."""
-    if s.start is None or s.prober is None:
-        return None
-    return escape.measure(cfg, s.start, s.start_digest, s.prober, asdict(hessian) if hessian else None)
+    if plan.part is not None:
+        hessian = probe_fields["hessian"]
+        for key, value in plan.part(trained, s, asdict(hessian) if hessian else None).items():
+            setattr(rec, key, value)
+    return rec
 
 
 def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampler: GpuSampler | None = None,
-        peak: dict | None = None, on_epoch=None, attempt: int = 1, start=None) -> Record:
+        peak: dict | None = None, on_epoch=None, attempt: int = 1, plan: Plan | None = None,
+        code_version: str | None = None) -> Record:
     """Train one cell on `data` (a bench.data.Mnist) and return its run record.
 
     `peak`: the session's calibration (bench.calibrate), to score the run against the machine's matmul rate;
     `on_epoch(epoch, seconds)`: called after each timed epoch (the plugin's progress lines); `attempt`: which
-    run of the cell this is in the sweep (reruns of an unstable timing count up); `start`: a bench.escape.Start,
-    the weights to start from instead of the seed's initialisation, and the loss below which training stops.
+    run of the cell this is in the sweep (reruns of an unstable timing count up); `plan`: what the cell's
+    experiment hands the run (bench.experiments.Plan: the cell to train, e.g. at a chosen rate; start weights; a
+    stop rule; its part of the record).
     """
-    setup = prepare(cfg, data, max_curve_points, sampler, on_epoch, start)
-    outcome = fit_and_classify(cfg, setup)
-    return build_record(cfg, setup, outcome, peak, attempt)
+    plan = plan or Plan(cfg)
+    setup = prepare(plan.cell, data, max_curve_points, sampler, on_epoch, plan)
+    outcome = fit_and_classify(plan.cell, setup)
+    return build_record(cfg, setup, outcome, peak, attempt, plan, code_version)

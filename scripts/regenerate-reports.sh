@@ -17,3 +17,6 @@ compare cpu-tf-vs-h200-jax-quick $M/EPYC-tf-quick.json $M/H200-jax-quick.json --
 compare cpu-vs-h200-jax-lecture $M/EPYC-jax-lecture-2ep.json $M/H200-jax-lecture-2ep.json
 compare cpu-vs-h200-jax-quick $M/EPYC-jax-quick.json $M/H200-jax-quick.json
 echo "reports regenerated under $O/"
+# committed evidence must be rebuildable from its commit: name every result file that is not
+python -m analysis provenance $(find $R \( -name '*.json' -o -name '*.jsonl' \) ! -path '*/overhead/*' | sort) \
+    2> /dev/null | sed 's/^/not rebuildable: /' || true

@@ -42,11 +42,14 @@ def follows_contract(data: dict) -> record.Record:
 
 
 def stored(i=0, **over) -> dict:
-    """A minimal record as the store holds it (key fields only; the store does not check the rest)."""
-    rec = {"schema": record.SCHEMA, "status": "ok", "profile": "smoke", "train_size": 500, "epochs": 2,
-           "activation": "sigmoid", "dtype": "float32", "optimizer": "sgd", "batch_size": 10 + i, "full_batch": False,
-           "budget": None, "seed": 0, "probes": {"enabled": True, "reason": None, "requested": True},
-           "dispatch": {"mode": "default", "backend": "tensorflow", "threads": None}}
+    """A valid record as the store holds it: a real run's (tests/fixtures/adam-fast.json, upgraded to today's
+    schema) with the key fields of a smoke cell at batch 10 + i, and `over` on top."""
+    doc = json.loads((FIXTURES / "adam-fast.json").read_text())
+    rec = record.upgrade(doc["benchmarks"][0]["extra_info"])
+    rec.update({"status": "ok", "profile": "smoke", "train_size": 500, "epochs": 2, "activation": "sigmoid",
+                "optimizer": "sgd", "batch_size": 10 + i, "full_batch": False, "budget": None, "seed": 0,
+                "dispatch": {**rec["dispatch"], "mode": "default", "backend": "tensorflow", "threads": None},
+                "probes": {**rec["probes"], "requested": True}})
     rec.update(over)
     return rec
 

@@ -215,3 +215,26 @@ def test_two_machines_get_the_side_by_side_figure(tmp_path):
     assert (tmp_path / "fig7_machines.png").exists()
     text = (tmp_path / "REPORT.md").read_text()
     assert "Epoch time relative to EPYC-2c-2threads" in text and "EPYC-2c-1thread: batch 1 " in text
+
+
+def test_claims_are_judged_per_backend_on_one_machine():
+    """EPYC-tf-quick.json and EPYC-jax-quick.json share the label EPYC-2c and every cell: the claims are judged once
+    per backend, each verdict row naming it, never one backend's timings overwriting the other's."""
+    from analysis import report
+
+    files = [REPORTS / "machines" / "EPYC-tf-quick.json", REPORTS / "machines" / "EPYC-jax-quick.json"]
+    found, figs = build(load_runs(files))
+    settings = {(c.machine, c.backend, c.mode) for c in found.claims}
+    assert settings == {("EPYC-2c", "tensorflow", "default"), ("EPYC-2c", "jax", "default")}
+    by_backend = {c.backend: c for c in found.claims}
+    for backend, c in by_backend.items():
+        cells = found.by_mode[found.by_mode["dispatch.backend"] == backend]
+        bs1 = cells[(cells["batch_size"] == 1)]
+        assert c.cost_bs10.n == sum(len(s) for s in cells[cells["batch_size"] == 10]["update_samples_s"]) + sum(
+            len(s) for s in bs1["update_samples_s"])
+    assert by_backend["tensorflow"].cost_bs10.value != by_backend["jax"].cost_bs10.value
+    text = report.render(found, {k: f"{k}.png" if isinstance(v, plt.Figure) else v for k, v in figs.items()})
+    verdicts = text[text.index("## Verdicts"):text.index("## 1.")]
+    assert verdicts.count("| 1: a batch-10") == 2 and "tensorflow, default" in verdicts and "jax, default" in verdicts
+    assert not isinstance(found.machines, Skipped) and list(found.machines.ratios) == ["EPYC-2c, jax"]
+    plt.close("all")

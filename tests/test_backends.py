@@ -156,7 +156,7 @@ from bench.backends import jax as backend
 d = data.read_npz(sys.argv[1])
 out = {}
 for aligned in (True, False):
-    backend.ALIGN_NORM_STEPS = aligned
+    backend._ALIGN_NORM_STEPS = aligned
     r = train.run(grid.RunConfig("smoke", "adam", 7, False, "sigmoid", 0, 500, 4, dispatch="fast", probes=False), d,
                   max_curve_points=60)
     out[str(aligned)] = {"norm": r.grad_norm_curve, "loss": r.loss_curve, "stride": r.grad_norm_stride}
@@ -188,7 +188,7 @@ from bench.model import build_mlp
 keras = current().keras
 with np.load(sys.argv[1]) as f:
     weights, x, y = [f[f"w{i}"] for i in range(6)], f["x"], f["y"]
-model = build_mlp("sigmoid", cls=keras.Sequential)
+model = build_mlp(keras, "sigmoid")
 model.set_weights(weights)
 probe = current().probe(model, x, y)
 loss, sq = probe.loss_and_grad_norm_sq()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench import curvature, grid, train
+from bench.experiments import saddle
 from bench.backends import current
 
 from .helpers import ROOT, cfg, plain_types, run, sweep_cmd
@@ -62,7 +63,7 @@ def test_hvp_matches_finite_differences_on_the_real_mlp(small_mnist):
     from bench.model import build_mlp
 
     keras.utils.set_random_seed(0)
-    model = build_mlp("sigmoid", cls=keras.Sequential)
+    model = build_mlp(keras, "sigmoid")
     x, y, _, _ = small_mnist.prepared(1000)
     probe = probe_of(model, x[:256], y[:256])
     assert probe.dim == 784 * 500 + 500 + 500 * 500 + 500 + 500 * 10 + 10
@@ -89,7 +90,7 @@ def test_gradient_norm_reduced_on_the_device_matches_the_host_gradient(small_mni
 
     keras.utils.set_random_seed(0)
     x, y, _, _ = small_mnist.prepared(300)
-    probe = probe_of(build_mlp("relu", cls=keras.Sequential), x, y)
+    probe = probe_of(build_mlp(keras, "relu"), x, y)
     _, g = probe.loss_and_grad()
     assert probe.grad_norm_sq() == pytest.approx(float(g @ g), rel=1e-5) and g @ g > 0
     _, g10 = probe.loss_and_grad(x[:10], y[:10])
@@ -309,7 +310,7 @@ def test_saddle_benchmark_smoke_end_to_end(real_mnist, tmp_path):
     proc = run(sweep_cmd("-q", "--experiment", "saddle", "--saddle-profile", "smoke", "--benchmark-json", str(out),
                          store=tmp_path / "runs.jsonl", mnist=real_mnist))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    cells = grid.saddle_cells("smoke")
+    cells = saddle.cells("smoke")
     recs = {b["name"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
     assert set(recs) == {f"test_saddle[{c.test_id}]" for c in cells}
     for c in cells:

@@ -87,7 +87,8 @@ def test_fast_driver_makes_fits_update_count_with_a_partial_last_batch(small_mni
 @pytest.mark.slow
 def test_fast_driver_is_seeded_and_reshuffles_every_epoch(small_mnist):
     from bench.backends import current
-    from bench.model import build_mlp, make_optimizer
+    from bench.backends import make_optimizer
+    from bench.model import build_mlp
 
     backend = current()
     keras = backend.keras
@@ -95,7 +96,7 @@ def test_fast_driver_is_seeded_and_reshuffles_every_epoch(small_mnist):
 
     def weights_after(epochs, seed):
         keras.utils.set_random_seed(0)
-        model = build_mlp("sigmoid", cls=keras.Sequential)
+        model = build_mlp(keras, "sigmoid")
         model.compile(optimizer=make_optimizer("sgd"), loss="categorical_crossentropy", metrics=["accuracy"],
                       jit_compile=True)
         seen = []

@@ -61,10 +61,10 @@ def test_machine_info_identifies_the_machine(smoke_run):
 
 def test_every_run_was_stored_as_it_finished(smoke_run):
     out, _ = smoke_run
-    lines = record.read_store(out / "runs.jsonl")
+    lines = record.read_store(out / "runs.jsonl").entries
     benches = json.loads((out / "smoke.json").read_text())["benchmarks"]
-    assert [e["record"] for e in lines] == [b["extra_info"] for b in benches]
-    assert all(e["nodeid"].startswith("bench/test_train.py::") and e["machine"]["label"] for e in lines)
+    assert [e.record.to_dict() for e in lines] == [b["extra_info"] for b in benches]
+    assert all(e.nodeid.startswith("bench/test_train.py::") and e.machine.label for e in lines)
 
 
 @pytest.mark.parametrize("group_by", [None, "param:batch_size"])

@@ -1,4 +1,4 @@
-"""The escape experiment (bench/escape.py, bench/test_escape.py): its verdict on constructed results with known
+"""The escape experiment (bench/experiments/escape.py, bench/test_escape.py): its verdict on constructed results with known
 answers, and its test profile end to end: one stuck point, identical start weights for every run, each run's
 escape recorded, the report's verdict, and --resume."""
 
@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from analysis import escape, stats
-from bench import grid, record
+from bench import record
+from bench.experiments import escape as experiment
 
 from .helpers import benchmarks, run, sweep_cmd
 
@@ -54,7 +55,7 @@ def test_the_escape_experiment_end_to_end(tmp_path, real_mnist):
     proc = run(sweep_cmd("-q", *options, store=store, mnist=real_mnist))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "escape: every run starts from the stuck point" in proc.stdout
-    cells = grid.escape_cells("test")
+    cells = experiment.cells("test")
     timed, untimed = benchmarks(out)
     recs = {b["name"]: record.Record.from_dict(b["extra_info"]) for b in timed + untimed}
     assert set(recs) == {f"test_escape[{c.test_id}]" for c in cells}

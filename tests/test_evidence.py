@@ -13,6 +13,8 @@ from bench import grid, record
 
 from .helpers import benchmarks, run, sweep_cmd
 
+SETTING = {"machine": "m", **{k: "x" for k in record.PROTOCOL if k != "dispatch.mode"}, "dispatch.mode": "default"}
+
 
 def test_steady_timing_known_answers():
     calm = record.steady_timing([3.0, 1.0, 1.02, 0.99, 1.01])
@@ -69,7 +71,7 @@ def _cells(cost10: float, noise: float, seed: int = 0) -> pd.DataFrame:
 def test_the_three_verdicts_on_constructed_results(cost10, noise, claim1, claim2):
     cells = _cells(cost10, noise)
     knee_table = metrics.knees(cells.assign(**{k: "x" for k in record.PROTOCOL if k != "dispatch.mode"}))
-    c = claims.judge(cells, knee_table, "m", "default")
+    c = claims.judge(cells, knee_table, SETTING)
     assert c.claim1.outcome == claim1, c.claim1.text()
     assert c.claim2.outcome == claim2, c.claim2.text()
     assert c.cost_bs10.n == 24 and c.claim1.interval is c.cost_bs10
@@ -81,7 +83,7 @@ def test_no_saturation_contradicts_claim_2():
     cells["update_samples_s"] = [[s * (1 if b < 100 else 0.1) for s in x]  # batch 100 no dearer than 10
                                  for x, b in zip(cells["update_samples_s"], cells["batch_size"])]
     c = claims.judge(cells, metrics.knees(cells.assign(**{k: "x" for k in record.PROTOCOL if k != "dispatch.mode"})),
-                     "m", "default")
+                     SETTING)
     assert c.claim2.outcome == stats.CONTRADICTED
 
 
@@ -104,8 +106,8 @@ def test_a_disturbed_epoch_marks_its_cell_unstable_and_a_rerun_keeps_a_stable_at
     again = run(sweep_cmd(*options, "--rerun-unstable", "2", "--benchmark-json", str(tmp_path / "b.json"),
                           store=tmp_path / "b.jsonl", mnist=real_mnist, plugins=["tests.faults"]), env=env)
     assert again.returncode == 0, again.stdout[-2000:]
-    stored = [e["record"] for e in record.read_store(tmp_path / "b.jsonl") if e["record"]["batch_size"] == 100]
-    assert [r["attempt"] for r in stored][:2] == [1, 2] and stored[0]["unstable"]  # every attempt stored
+    stored = [e.record for e in record.read_store(tmp_path / "b.jsonl").entries if e.record.batch_size == 100]
+    assert [r.attempt for r in stored][:2] == [1, 2] and stored[0].unstable  # every attempt stored
     kept = next(b for b in benchmarks(tmp_path / "b.json")[0] if "bs100" in b["name"])["extra_info"]
     assert kept["attempt"] >= 2 and max(kept["steady_samples_s"]) < 1.5  # the undisturbed attempt was kept
     expected = grid.parse_sweep("smoke", optimizers="sgd", batch_sizes="100,full", train_size="500").cells()

@@ -4,6 +4,7 @@ about equal estimated cost, the same split in every process, and the plan each s
 import pytest
 
 from bench import grid, shard
+from bench.experiments import escape, saddle
 
 from .helpers import run, sweep_cmd
 
@@ -11,8 +12,8 @@ GRIDS = {
     "smoke": grid.parse_sweep("smoke", optimizers="sgd,adam,rmsprop,adagrad,adadelta,adamax,nadam").cells(),
     "quick 3 seeds": grid.parse_sweep("quick", optimizers="sgd,adam,rmsprop", seeds="0,1,2").cells(),
     "lecture": grid.parse_sweep("lecture", optimizers="sgd,adam").cells(),
-    "saddle": grid.saddle_cells("cpu"),
-    "escape": grid.escape_cells("cpu"),
+    "saddle": saddle.cells("cpu"),
+    "escape": escape.cells("cpu"),
 }
 
 

@@ -70,7 +70,7 @@ def test_the_smoke_grid_as_a_two_shard_array_on_a_real_slurm(cluster, tmp_path, 
     # kill shard 1's task once it has stored a run: the run in progress is lost, the stored ones are kept
     store1 = slurm.store_of(results, 1, 2)
     deadline = time.monotonic() + 600
-    while not (store1.exists() and len(record.read_store(store1)) >= 2):
+    while not (store1.exists() and len(record.read_store(store1).entries) >= 2):
         assert time.monotonic() < deadline, cluster.log_tail("slurmctld")
         time.sleep(0.5)
     subprocess.run(["scancel", f"{job}_1"], env=cluster.env, check=True)
@@ -85,11 +85,11 @@ def test_the_smoke_grid_as_a_two_shard_array_on_a_real_slurm(cluster, tmp_path, 
     print(f"2-shard smoke array: {time.monotonic() - started:.0f} s in all ({first_pass:.0f} s to the kill's end)")
 
     cells = grid.parse_sweep("smoke", optimizers="sgd,adam").cells()
-    entries = [e for k in (1, 2) for e in record.read_store(slurm.store_of(results, k, 2))]
-    finished = [e for e in entries if e["record"]["status"] in record.FINISHED]
-    keys = [record.resume_key(e["record"], record.machine_id(e["machine"])) for e in finished]
+    entries = [e for k in (1, 2) for e in record.read_store(slurm.store_of(results, k, 2)).entries]
+    finished = [e for e in entries if e.record.status in record.FINISHED]
+    keys = [record.run_key(e.record, e.machine.id) for e in finished]
     assert len(keys) == len(set(keys)) == len(cells)  # every cell exactly once: the resubmission skipped the done
-    assert {(e["record"]["optimizer"], e["record"]["batch_size"]) for e in finished} == \
+    assert {(e.record.optimizer, e.record.batch_size) for e in finished} == \
         {(c.optimizer, c.batch_size) for c in cells}
     assert len(list(results.glob("shard-*-of-2.job*.json"))) == 2  # shard 2's first task and shard 1's second
 

@@ -1,4 +1,4 @@
-"""The validation split and the tuning experiment (bench/tuning.py, bench/test_tuning.py, analysis/tuning.py): the
+"""The validation split and the tuning experiment (bench/experiments/tuning.py, bench/test_tuning.py, analysis/tuning.py): the
 split never overlaps training, the choice on constructed trials with a known winner, a diverged trial never
 wins, the final runs use the chosen rate, --resume repeats no trial, and the figures plot the records' values."""
 
@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import metrics
 from analysis import tuning as A
-from bench import data, grid, record, tuning
+from bench import data, grid, record
+from bench.experiments import tuning
 from bench.record import Trial
 
 from .helpers import benchmarks, run, sweep_cmd
@@ -54,22 +56,23 @@ def test_a_diverged_or_failed_trial_never_wins():
 
 
 def test_the_lr_grid_is_half_a_decade_apart_around_the_pinned_rate():
-    rates = grid.lr_grid("sgd", 7)
+    rates = tuning.lr_grid("sgd", 7)
     assert len(rates) == 7 and rates[3] == grid.LEARNING_RATES["sgd"]
     assert all(math.isclose(b / a, 10 ** 0.5, rel_tol=1e-3) for a, b in zip(rates, rates[1:]))
-    assert grid.lr_grid("adam", 5, "0.1, 0.001,0.01") == (0.001, 0.01, 0.1)
+    assert tuning.lr_grid("adam", 5, "0.1, 0.001,0.01") == (0.001, 0.01, 0.1)
     with pytest.raises(grid.BadOption, match="--lr-grid: '-1' is not a positive learning rate"):
-        grid.lr_grid("adam", 5, "0.1,-1")
+        tuning.lr_grid("adam", 5, "0.1,-1")
 
 
 def test_tuning_cells_put_every_trial_before_the_final_runs():
-    cells = grid.tuning_cells("test")
-    roles = [c.tuning_role for c in cells]
+    cells = tuning.cells("test")
+    roles = [c.role for c in cells]
     assert roles == sorted(roles, key=lambda r: r != "trial")
-    trials = [c for c in cells if c.tuning_role == "trial"]
+    trials = [c for c in cells if c.role == "trial"]
     assert len(trials) == 2 * 2 * 3 and len({c.test_id for c in cells}) == len(cells)
-    assert all(c.learning_rate is None and c.seed in (1, 2) for c in cells if c.tuning_role != "trial")
-    keys = {record.resume_key(c.planned("tensorflow", None), "m") for c in cells}
+    assert all(c.learning_rate is None and c.seed in (1, 2) for c in cells if c.role != "trial")
+    assert all(c.experiment == "tuning" and c.target == tuning.PROFILES["test"].target for c in cells)
+    keys = {c.run_key("tensorflow", None, "tf32", "m") for c in cells}
     assert len(keys) == len(cells)  # a tuned and a pinned final run of one seed are different cells
 
 
@@ -82,22 +85,24 @@ def _finals_frame():
         for seed in (1, 2):
             for role in ("tuned", "pinned"):
                 rows.append({"status": "ok", "profile": "tuning-x", "train_size": 300, "optimizer": opt,
-                             "batch_size": bs, "batch_label": str(bs), "seed": seed, "tuning.role": role,
+                             "batch_size": bs, "batch_label": str(bs), "seed": seed, "role": role,
+                             "target_accuracy": 0.8, "epochs_to_target": metrics.epochs_to_target(
+                                 curve if role == "tuned" else [0.1, 0.1, 0.1], 0.8),
                              "tuning.chosen": 0.01, "learning_rate": 0.01 if role == "tuned" else 0.001,
                              "val_accuracy_by_epoch": curve if role == "tuned" else [0.1, 0.1, 0.1],
                              "val_accuracy": curve[-1] if role == "tuned" else 0.1, "steps_per_epoch": 10,
                              "epochs": 3, "update_samples_s": [0.001, 0.0012], "lr_setting": None})
         for lr in (0.001, 0.01):
             rows.append({"status": "ok", "profile": "tuning-x", "train_size": 300, "optimizer": opt,
-                         "batch_size": bs, "batch_label": str(bs), "seed": 0, "tuning.role": "trial",
+                         "batch_size": bs, "batch_label": str(bs), "seed": 0, "role": "trial",
+                         "target_accuracy": 0.8, "epochs_to_target": None,
                          "tuning.chosen": None, "learning_rate": lr, "lr_setting": lr,
                          "val_accuracy_by_epoch": [0.1], "val_accuracy": 0.5 if lr == 0.01 else 0.2,
                          "steps_per_epoch": 10, "epochs": 3, "update_samples_s": [0.001]})
     return pd.DataFrame(rows)
 
 
-def test_steps_to_target_and_the_ranking_on_constructed_runs(monkeypatch):
-    monkeypatch.setitem(A.metrics.TARGET_ACCURACY, "tuning-x", 0.8)
+def test_steps_to_target_and_the_ranking_on_constructed_runs():
     f = A.finding(_finals_frame())
     tuned = f.steps[f.steps["role"] == "tuned"].set_index(["optimizer", "batch_size"])
     assert tuned.loc[("adam", 10), "steps"].value == 20 and tuned.loc[("adam", 100), "steps"].value == 10
@@ -110,10 +115,9 @@ def test_steps_to_target_and_the_ranking_on_constructed_runs(monkeypatch):
     assert list(f.ranking["winner changed by tuning"]) == ["no", "no"]
 
 
-def test_the_figures_plot_the_values_of_the_records(monkeypatch):
+def test_the_figures_plot_the_values_of_the_records():
     from analysis.figures import tuning as F
 
-    monkeypatch.setitem(A.metrics.TARGET_ACCURACY, "tuning-x", 0.8)
     f = A.finding(_finals_frame())
     fig = F.steps_to_target(f.steps, f)
     left = fig.axes[0]
@@ -136,18 +140,18 @@ def test_a_tiny_tuning_sweep_uses_its_choice_and_resumes_without_repeating(tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     timed, untimed = benchmarks(out)
     recs = [record.Record.from_dict(b["extra_info"]) for b in timed + untimed]
-    cells = grid.tuning_cells("test", "adam")
+    cells = tuning.cells("test", "adam")
     assert len(recs) == len(cells)
-    trials = [r for r in recs if r.tuning.role == "trial"]
+    trials = [r for r in recs if r.role == "trial"]
     for r in recs:
         assert r.val_size == data.VALIDATION_SIZE and len(r.val_accuracy_by_epoch) == r.epochs
         assert r.test_accuracy is not None and r.test_accuracy_by_epoch == []
-    for r in (r for r in recs if r.tuning.role != "trial"):
+    for r in (r for r in recs if r.role != "trial"):
         mine = [t for t in trials if t.batch_size == r.batch_size]
         best = tuning.choose([Trial(learning_rate=t.lr_setting, status=t.status, val_accuracy=t.val_accuracy,
                                     val_loss=t.val_loss) for t in mine])
         assert r.tuning.chosen == best and len(r.tuning.trials) == len(mine)
-        expected = best if r.tuning.role == "tuned" else grid.LEARNING_RATES["adam"]
+        expected = best if r.role == "tuned" else grid.LEARNING_RATES["adam"]
         assert r.learning_rate == pytest.approx(expected) and r.lr_setting is None and r.seed in (1, 2)
 
     again = run(sweep_cmd("--collect-only", *options, "--resume", store=store, mnist=real_mnist))

@@ -1,26 +1,8 @@
-"""The Keras backends behind one interface: `current()` is the module for $KERAS_BACKEND (tensorflow, the
-default, or jax), imported on first use. Every module here offers the same surface; nothing outside this
-folder asks which backend it is.
-
-The surface (see tensorflow.py for the reference implementation):
-
-* ``keras``, ``NAME``; ``gpu_devices()``, ``build_info()``, ``to_int(variable)``;
-* ``set_threads(n)``, ``threads()``, ``enable_determinism()``, ``determinism()`` (``Unsupported`` where a
-  backend cannot honour a setting);
-* ``set_precision(setting)``, ``precision()``: the float32 matmul precision asked for (``bench.grid.PRECISIONS``) and the
-  one the run actually gets (``used_precision``);
-* ``is_oom(exc)``: whether a training failure is the device running out of memory;
-* ``curve_recorder(total_updates, max_points, norm_points)`` and ``build_model(activation, recorder)``: the
-  lecture's MLP whose train step records the minibatch loss and gradient norm in device buffers (None where
-  the backend has no recorder, with ``NO_CURVES`` saying why);
-* ``DEVICE_LOOP`` and ``fit_device_loop(model, x, y, *, batch_size, epochs, seed, callbacks)``: each epoch one
-  compiled call over the training set held on the device (``--dispatch fast``);
-* ``FIXED_BUDGET`` and ``repeated(x, y, batch_size, seed)``: endless reshuffled minibatches for a fixed update
-  budget (the experiments; False where the backend has none);
-* ``floor_epoch(model, optimizer, xb, yb)``: a hand-written compiled epoch of bare update steps over batches
-  already on the device, the floor bench.overhead measures the drivers against;
-* ``probe(model, x, y)``: loss, gradient and Hessian-vector products on a fixed probe set for
-  bench/curvature.py (None where the backend has none, with ``NO_PROBES`` saying why).
+"""The Keras backends behind one interface, `Backend` (a typing.Protocol): `current()` is the module for
+$KERAS_BACKEND (tensorflow, the default, or jax), imported on first use. Both modules satisfy it with the same
+public names (tests/test_backends.py checks their conformance); nothing outside this folder asks which backend it
+is. `fresh_model` is the one setup of a fresh seeded model every caller uses (a run, the overhead tool's plain
+fits, the escape experiment's descent).
 """
 
 from __future__ import annotations
@@ -28,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
 SUPPORTED = ("tensorflow", "jax")
 
@@ -48,6 +31,38 @@ def used_precision(setting: str, capabilities) -> str:
 
 class Unsupported(RuntimeError):
     """A setting this backend cannot honour; the message says which and why, in one line."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend module offers (tensorflow.py is the reference implementation)."""
+
+    keras: Any  # the Keras module, running on this backend
+    NAME: str  # tensorflow or jax
+    DEVICE_LOOP: bool  # --dispatch fast has fit_device_loop
+    FIXED_BUDGET: bool  # repeated() exists: the experiments' fixed update budgets
+    NO_CURVES: str | None  # why there is no curve recorder (None: there is one)
+    NO_PROBES: str | None  # why there are no probes (None: there are)
+    CurveRecorder: ClassVar[type]
+    LectureMLP: ClassVar[type]
+    Probe: ClassVar[type]
+
+    def gpu_devices(self) -> list[str]: ...  # the GPUs the backend trains on (empty: the CPU)
+    def build_info(self) -> dict: ...  # framework versions, CUDA/cuDNN
+    def to_int(self, variable) -> int: ...
+    def set_threads(self, n: int) -> None: ...  # Unsupported where it cannot
+    def threads(self) -> dict | None: ...
+    def enable_determinism(self) -> None: ...  # Unsupported where it cannot
+    def determinism(self) -> bool: ...
+    def set_precision(self, setting: str) -> None: ...  # bench.grid.PRECISIONS
+    def precision(self) -> tuple[str, str]: ...  # (asked for, actually used: used_precision)
+    def is_oom(self, exc: BaseException) -> bool: ...  # a training failure is the device out of memory
+    def curve_recorder(self, total_updates: int, max_points: int, norm_points: int | None = None): ...
+    def build_model(self, activation: str, recorder=None): ...  # the lecture's MLP, recording curves in its step
+    def fit_device_loop(self, model, x, y, *, batch_size: int, epochs: int, seed: int, callbacks=()) -> None: ...
+    def repeated(self, x, y, batch_size: int, seed: int): ...  # endless reshuffled minibatches (fixed budgets)
+    def floor_epoch(self, model, optimizer, xb, yb) -> Callable[[], float]: ...  # bench.overhead's floor
+    def probe(self, model, x, y): ...  # loss, gradient, Hessian-vector products on a fixed probe set
 
 
 def name() -> str:
@@ -99,3 +114,37 @@ def optimizer_classes() -> dict:
 
 def optimizer_names() -> list[str]:
     return sorted(optimizer_classes())
+
+
+def make_optimizer(name: str, learning_rate: float | None = None):
+    """A Keras optimizer by its lower-case name, at `learning_rate`, else the suite's fixed learning rate where it
+    pins one, else the installed Keras' default."""
+    from bench.grid import LEARNING_RATES
+
+    cls = optimizer_classes()[name]
+    rate = learning_rate if learning_rate is not None else LEARNING_RATES.get(name)
+    return cls(learning_rate=rate) if rate is not None else cls()
+
+
+def fresh_model(activation: str, optimizer: str, learning_rate: float | None = None, *, seed: int = 0,
+                compile_args: dict | None = None, recorder: Callable[[], Any] | None = None, metrics=("accuracy",),
+                plain: bool = False, on_cleared: Callable[[], Any] | None = None):
+    """A fresh seeded lecture MLP, compiled: Keras' session cleared (`on_cleared()` then runs, e.g. to reset the
+    memory high-water mark), the seed set, the model built (its train step recording curves in `recorder()`, made
+    after the session is cleared; `plain`: a bare keras.Sequential) and compiled with the optimizer. Returns
+    (model, optimizer); the recorder, when asked for, is `model.recorder`."""
+    backend = current()
+    keras = backend.keras
+    keras.backend.clear_session(free_memory=True)
+    if on_cleared is not None:
+        on_cleared()
+    keras.utils.set_random_seed(seed)
+    if plain:
+        from bench.model import build_mlp
+
+        model = build_mlp(keras, activation)
+    else:
+        model = backend.build_model(activation, recorder() if recorder is not None else None)
+    opt = make_optimizer(optimizer, learning_rate)
+    model.compile(optimizer=opt, loss="categorical_crossentropy", metrics=list(metrics), **(compile_args or {}))
+    return model, opt

@@ -8,13 +8,15 @@ import keras
 
 from bench.backends import Unsupported
 from bench.backends.curves import Layout
+from bench.backends.probe import ProbeBase
+from bench.model import build_mlp
 
 NAME = "jax"
 DEVICE_LOOP = True  # --dispatch fast: each epoch one jitted call of the model's stateless train step (fit_device_loop)
 NO_CURVES = None  # the curve recorder is part of the model's stateless train step (LectureMLP)
 # the device loop runs its steps in blocks aligned to the gradient-norm updates (no per-step conditional);
 # False decides at every step, as model.fit does (the tests compare the two)
-ALIGN_NORM_STEPS = True
+_ALIGN_NORM_STEPS = True
 FIXED_BUDGET = False  # no repeated(): the experiments need the tensorflow backend
 NO_PROBES = None  # the probes run on JAX too (Probe: forward-over-reverse Hessian-vector products)
 
@@ -184,11 +186,9 @@ class LectureMLP(keras.Sequential):
 
 def build_model(activation: str, recorder: CurveRecorder | None = None):
     """The lecture's MLP (bench.model), recording curves in its train step when given a recorder."""
-    from bench.model import build_mlp
-
     if recorder is None:
-        return build_mlp(activation, cls=keras.Sequential)
-    model = build_mlp(activation, cls=LectureMLP)
+        return build_mlp(keras, activation, cls=keras.Sequential)
+    model = build_mlp(keras, activation, cls=LectureMLP)
     model.recorder = recorder  # tracked as one of the model's metrics: its buffers travel in metrics_variables
     return model
 
@@ -206,26 +206,18 @@ def _assign(model, state) -> None:
             ref.assign(value)
 
 
-def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, callbacks=()) -> None:
-    """`model.fit(x, y, batch_size, epochs, shuffle=True)` with each epoch one jitted call: the JAX counterpart of
-    the TensorFlow backend's device loop.
+def _epoch_function(model, xd, yd, batch_size: int):
+    """The device loop's epoch: one jitted call `epoch(state, key, done) -> (state, logs)` over the training set on
+    the device (`xd`, `yd`), from `done` updates.
 
-    The training set is placed on the device once; each epoch draws a fresh permutation on the device
-    (jax.random, keyed by seed and epoch) and runs the model's own stateless `train_step` (Keras' loss,
-    optimizer and metrics) over every batch in a `lax.fori_loop`, the last batch partial as in fit. The
-    variables are read from the model before the epoch and written back after it, so callbacks and
-    evaluation see the trained weights; `model.stop_training` ends the run after an epoch.
-    """
+    With a curve recorder whose norm is kept every `every` updates, the loop runs in blocks aligned to them, so
+    that no step decides on the device whether to take the norm (a per-step conditional: a fifth of an update's
+    time at batch 1 on a CPU, a host round trip on some GPUs): the steps before the next norm update, whole blocks
+    (a norm update, then every-1 others), and the epoch's last < every steps deciding per step."""
     import jax.numpy as jnp
 
-    n = len(x)
+    n = xd.shape[0]
     steps, rest = divmod(n, batch_size)
-    xd, yd = jax.device_put(x), jax.device_put(y)
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    if not model.compiled:
-        raise Unsupported("the device loop needs a compiled model")
-    model._symbolic_build(data_batch=(x[:1], y[:1]))  # metrics' variables, as fit builds them
     recorder = getattr(model, "recorder", None)
     every = recorder.norm_stride if recorder is not None else 1  # a gradient norm at every every-th update
 
@@ -241,40 +233,58 @@ def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, cal
             return state, logs
         return body
 
+    def aligned(order, carry, done):
+        plain = steps_from(order, "no")
+        lead = jnp.minimum((-done) % every, steps)
+        carry = jax.lax.fori_loop(0, lead, plain, carry)
+        blocks = (steps - lead) // every
+
+        def block(j, carry):
+            state, _ = carry
+            start = lead + j * every
+            logs, state = step(state, jax.lax.dynamic_slice(order, (start * batch_size,), (batch_size,)), "yes")
+            return jax.lax.fori_loop(start + 1, start + every, plain, (state, logs))
+
+        carry = jax.lax.fori_loop(0, blocks, block, carry)
+        return jax.lax.fori_loop(lead + blocks * every, steps, steps_from(order, "cond"), carry)
+
     @jax.jit
     def epoch(state, key, done):
-        """One epoch from `done` updates. With a curve recorder whose norm is kept every `every` updates, the
-        loop runs in blocks aligned to them, so that no step decides on the device whether to take the norm
-        (a per-step conditional: a fifth of an update's time at batch 1 on a CPU, a host round trip on some
-        GPUs): the steps before the next norm update, whole blocks (a norm update, then every-1 others), and
-        the epoch's last < every steps deciding per step."""
         order = jax.random.permutation(key, n)
         first = jax.lax.dynamic_slice(order, (0,), (batch_size,)) if steps else order
         logs = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),  # the loop carry's initial logs
                                       jax.eval_shape(lambda s: step(s, first)[0], state))
         carry = (state, logs)
-        if every == 1 or not ALIGN_NORM_STEPS:
+        if every == 1 or not _ALIGN_NORM_STEPS:
             mode = "yes" if recorder is not None and every == 1 else "cond"
             carry = jax.lax.fori_loop(0, steps, steps_from(order, mode), carry)
         else:
-            plain = steps_from(order, "no")
-            lead = jnp.minimum((-done) % every, steps)
-            carry = jax.lax.fori_loop(0, lead, plain, carry)
-            blocks = (steps - lead) // every
-
-            def block(j, carry):
-                state, _ = carry
-                start = lead + j * every
-                logs, state = step(state, jax.lax.dynamic_slice(order, (start * batch_size,), (batch_size,)), "yes")
-                return jax.lax.fori_loop(start + 1, start + every, plain, (state, logs))
-
-            carry = jax.lax.fori_loop(0, blocks, block, carry)
-            carry = jax.lax.fori_loop(lead + blocks * every, steps, steps_from(order, "cond"), carry)
+            carry = aligned(order, carry, done)
         state, logs = carry
         if rest:
             logs, state = step(state, order[steps * batch_size:])
         return state, logs
 
+    return epoch
+
+
+def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, callbacks=()) -> None:
+    """`model.fit(x, y, batch_size, epochs, shuffle=True)` with each epoch one jitted call: the JAX counterpart of
+    the TensorFlow backend's device loop.
+
+    The training set is placed on the device once; each epoch draws a fresh permutation on the device
+    (jax.random, keyed by seed and epoch) and runs the model's own stateless `train_step` (Keras' loss,
+    optimizer and metrics) over every batch in a `lax.fori_loop`, the last batch partial as in fit. The
+    variables are read from the model before the epoch and written back after it, so callbacks and
+    evaluation see the trained weights; `model.stop_training` ends the run after an epoch.
+    """
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    if not model.compiled:
+        raise Unsupported("the device loop needs a compiled model")
+    model._symbolic_build(data_batch=(x[:1], y[:1]))  # metrics' variables, as fit builds them
+    epoch = _epoch_function(model, jax.device_put(x), jax.device_put(y), batch_size)
+    recorder = getattr(model, "recorder", None)
     (iterations,) = _index(model.optimizer.variables, [model.optimizer.iterations])
     hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
     model.stop_training = False
@@ -336,7 +346,7 @@ def floor_epoch(model, optimizer, xb, yb):
     return run
 
 
-class Probe:
+class Probe(ProbeBase):
     """Loss, gradient and Hessian-vector products of `model` on one fixed set of examples, the JAX way: the model's
     stateless call on its current variables, `jax.value_and_grad`, and H v as the forward-mode derivative of the
     gradient (`jax.jvp` of `jax.grad`). The same interface as the TensorFlow backend's Probe, so the probe logic
@@ -344,15 +354,10 @@ class Probe:
 
     def __init__(self, model, x, y):
         import jax.numpy as jnp
-        import numpy as np
 
+        super().__init__(model.trainable_variables, int(x.shape[0]))
         self.model = model
         self.x, self.y = jax.device_put(x), jax.device_put(y)
-        self.size = int(x.shape[0])
-        self.variables = model.trainable_variables
-        self.shapes = [tuple(v.shape) for v in self.variables]
-        self.sizes = [int(np.prod(s)) for s in self.shapes]
-        self.dim = int(sum(self.sizes))
         loss_fn = keras.losses.CategoricalCrossentropy()
 
         def loss(trainable, fixed, x, y):  # the training loss: cross-entropy and the model's penalties
@@ -373,22 +378,18 @@ class Probe:
     def _now(self) -> tuple:
         return [v.value for v in self.model.trainable_variables], [v.value for v in self.model.non_trainable_variables]
 
-    def split(self, vector):
-        """A flat vector as one array per trainable variable."""
+    @staticmethod
+    def tensor(array):
         import jax.numpy as jnp
 
-        parts, start = [], 0
-        for shape, n in zip(self.shapes, self.sizes):
-            parts.append(jnp.asarray(vector[start:start + n].reshape(shape), dtype=jnp.float32))
-            start += n
-        return parts
+        return jnp.asarray(array, dtype=jnp.float32)
 
     def subset(self, index) -> tuple:
         return self.x[index], self.y[index]
 
     def loss_and_grad(self, x=None, y=None):
         value, grads = self._grad(*self._now(), self.x if x is None else x, self.y if y is None else y)
-        return float(value), _flatten(grads)
+        return float(value), self.flatten(grads)
 
     def loss_and_grad_norm_sq(self, x=None, y=None) -> tuple[float, float]:
         value, sq = self._grad_sq(*self._now(), self.x if x is None else x, self.y if y is None else y)
@@ -398,13 +399,7 @@ class Probe:
         return self.loss_and_grad_norm_sq(x, y)[1]
 
     def hvp(self, vector):
-        return _flatten(self._hvp(*self._now(), self.x, self.y, self.split(vector)))
-
-
-def _flatten(arrays):
-    import numpy as np
-
-    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+        return self.flatten(self._hvp(*self._now(), self.x, self.y, self.split(vector)))
 
 
 def probe(model, x, y) -> Probe:

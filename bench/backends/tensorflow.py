@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from bench.backends.curves import Layout
+from bench.backends.probe import ProbeBase
+from bench.model import build_mlp
 
 NAME = "tensorflow"
 DEVICE_LOOP = True
@@ -164,9 +166,7 @@ class LectureMLP(keras.Sequential):
 
 def build_model(activation: str, recorder: CurveRecorder | None = None):
     """The lecture's MLP (bench.model), recording curves in its train step when given a recorder."""
-    from bench.model import build_mlp
-
-    model = build_mlp(activation, cls=LectureMLP if recorder is not None else keras.Sequential)
+    model = build_mlp(keras, activation, cls=LectureMLP if recorder is not None else keras.Sequential)
     model.recorder = recorder
     return model
 
@@ -243,16 +243,12 @@ def floor_epoch(model, optimizer, xb, yb):
     return lambda: float(epoch(xb, yb))
 
 
-class Probe:
+class Probe(ProbeBase):
     """Loss, gradient and Hessian-vector products (double backprop) of `model` on one fixed set of examples."""
 
     def __init__(self, model, x, y):
+        super().__init__(model.trainable_variables, int(x.shape[0]))
         self.x, self.y = tf.constant(x), tf.constant(y)
-        self.size = int(x.shape[0])
-        self.variables = model.trainable_variables
-        self.shapes = [tuple(v.shape) for v in self.variables]
-        self.sizes = [int(np.prod(s)) for s in self.shapes]
-        self.dim = int(sum(self.sizes))
         loss_fn = keras.losses.CategoricalCrossentropy()
 
         def loss(x, y):  # the training loss: cross-entropy, and the model's penalties where it has any
@@ -281,20 +277,16 @@ class Probe:
 
         self._grad, self._hvp, self._grad_sq = grad, hvp, grad_sq
 
-    def split(self, vector: np.ndarray) -> list:
-        """A flat vector as one tensor per trainable variable."""
-        parts, start = [], 0
-        for shape, n in zip(self.shapes, self.sizes):
-            parts.append(tf.constant(vector[start:start + n].reshape(shape), dtype=tf.float32))
-            start += n
-        return parts
+    @staticmethod
+    def tensor(array):
+        return tf.constant(array, dtype=tf.float32)
 
     def subset(self, index) -> tuple:
         return tf.gather(self.x, index), tf.gather(self.y, index)
 
     def loss_and_grad(self, x=None, y=None) -> tuple[float, np.ndarray]:
         value, grads = self._grad(self.x if x is None else x, self.y if y is None else y)
-        return float(value), _flatten(grads)
+        return float(value), self.flatten(grads)
 
     def loss_and_grad_norm_sq(self, x=None, y=None) -> tuple[float, float]:
         """The mean loss and |gradient|^2 at the current weights, both reduced on the device."""
@@ -310,11 +302,7 @@ class Probe:
 
     def hvp(self, vector: np.ndarray) -> np.ndarray:
         """H v for the probe set's mean loss, H the Hessian w.r.t. all trainable parameters."""
-        return _flatten(self._hvp(self.x, self.y, self.split(vector)))
-
-
-def _flatten(tensors) -> np.ndarray:
-    return np.concatenate([np.asarray(t, dtype=np.float64).ravel() for t in tensors])
+        return self.flatten(self._hvp(self.x, self.y, self.split(vector)))
 
 
 def probe(model, x, y) -> Probe:

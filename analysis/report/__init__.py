@@ -1,5 +1,6 @@
 """REPORT.md, rendered from the findings (analysis.findings): machines, protocol, each figure with its finding,
-and the table of runs. Nothing is computed here that a figure or another section also needs."""
+and the table of runs. The report owns the prose; the findings hold the numbers. The experiments' sections are
+worded in their own modules (escape.py, tuning.py, saddle.py)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,36 @@ import math
 import pandas as pd
 
 from analysis import metrics
-from analysis import saddle as S
-from analysis.escape import ARMS, EscapeFinding
-from analysis.tuning import PERFECT_SLOPE, TuningFinding
-from analysis.findings import Findings, GridSaddle, SaddleBenchmark, Skipped
+from analysis.escape import EscapeFinding
+from analysis.findings import Findings, GridSaddle, Skipped
+from analysis.report import saddle as saddle_section
+from analysis.report.escape import escape_text
+from analysis.report.text import batch as _b
+from analysis.report.text import fmt, table
+from analysis.report.tuning import tuning_text
+from analysis.saddle import SaddleBenchmark
+from analysis.tuning import TuningFinding
 
-
-def fmt(x, spec=".3g", none="–"):
-    return none if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-def table(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False)
-
-
-PROTOCOL_COLUMNS = {"profile": "profile", "train_size": "train size", "epochs": "epochs",
+PROTOCOL_COLUMNS = {"experiment": "experiment", "profile": "profile", "train_size": "train size", "epochs": "epochs",
                     "activation": "activation", "dispatch.mode": "mode", "dispatch.backend": "backend"}
 
 
-def protocol_label(row) -> str:
-    """'quick 5,000x4 sigmoid, tensorflow default'."""
-    return (f"{row['profile']} {int(row['train_size']):,}x{int(row['epochs'])} {row['activation']}, "
-            f"{row['dispatch.backend']} {row['dispatch.mode']}")
+def provenance_section(runs: pd.DataFrame, bad_lines: list) -> str:
+    """The files whose code version is dirty or unknown (their results cannot be rebuilt from a commit), and the
+    records that were skipped."""
+    parts = []
+    flagged = {}
+    for file, why in zip(runs["file"], runs["provenance"]):
+        if isinstance(why, str):
+            flagged.setdefault(file, set()).add(why)
+    if flagged:
+        parts.append("**Provenance:** results in " + "; ".join(
+            f"`{file}` ({'; '.join(sorted(whys))})" for file, whys in flagged.items())
+            + " cannot be rebuilt from a commit: rerun them from a clean tree to make them citable.")
+    if bad_lines:
+        parts.append(f"**{len(bad_lines)} record(s) skipped** (not a valid record of a known schema): "
+                     + "; ".join(bad_lines[:5]) + ("; …" if len(bad_lines) > 5 else "") + ".")
+    return "\n\n".join(parts) + "\n" if parts else ""
 
 
 def machines_section(runs: pd.DataFrame, duplicates: int = 0) -> str:
@@ -56,15 +65,24 @@ def protocol_section(runs: pd.DataFrame) -> str:
                      runs.loc[s.index].sort_values("batch_size")["batch_label"]))),
                  runs=("seed", "size"))
             .reset_index().rename(columns=PROTOCOL_COLUMNS))
-    prot["target_accuracy"] = prot["profile"].map(metrics.target_for)
+    prot["target"] = [f"{t:.2f} {on} accuracy" for t, on in zip(*_targets(runs, keys, prot))]
     lrs = runs.groupby("optimizer", sort=False)["learning_rate"].first().reset_index()
     return ("## Protocol\n\n" + table(prot) + "\n\nLearning rates (fixed hyperparameters):\n\n" + table(lrs)
             + "\n\nEvery timing rests on the steady samples of its cell: the epochs after the first (the first "
               "traces and compiles; its excess over a steady epoch is `compile s`), pooled over seeds, evaluation "
               "excluded. Intervals are 95 % percentile-bootstrap intervals over those samples (and over "
               "optimizers where a number is a median over them), with n the samples behind them. `time to "
-              "target` is steady time: the epochs until the test accuracy first reaches the profile's target, at "
+              "target` is steady time: the epochs until the accuracy on the target's split (the validation split, "
+              "the last 10,000 training images, in every current profile) first reaches the profile's target, at "
               "the steady epoch's time.\n")
+
+
+def _targets(runs, keys, prot) -> tuple[list, list]:
+    """Each protocol row's target and its split, as its records state them."""
+    first = runs.drop_duplicates(keys).rename(columns=PROTOCOL_COLUMNS)
+    merged = prot.merge(first[[PROTOCOL_COLUMNS[k] for k in keys] + ["target_accuracy", "target_on"]],
+                        on=[PROTOCOL_COLUMNS[k] for k in keys], how="left")
+    return list(merged["target_accuracy"]), list(merged["target_on"])
 
 
 def verdicts_section(f: Findings) -> str:
@@ -111,10 +129,6 @@ def epoch_time_text(f) -> str:
     return "\n\n".join(parts) + "\n\nThe lecture's GTX 980: 166 s / 17 s = 9.8x."
 
 
-def _b(x) -> str:
-    return "none" if x is None else f"{x:,}"
-
-
 def _knees(c) -> str:
     def one(opt, k, lo, hi):
         spread = "" if (lo, hi) == (None, None) else f" (95% of resamples: {_b(lo)} to {_b(hi)})"
@@ -149,10 +163,10 @@ def time_per_update_text(f) -> str:
 def speed_vs_stability_text(f) -> str:
     if f.fastest:
         opt, batch, seconds = f.fastest
-        reach = (f"{f.reached} of {f.cells} cells reached the target test accuracy ({f.targets}); fastest: "
+        reach = (f"{f.reached} of {f.cells} cells reached the profile's target ({f.targets}); fastest: "
                  f"{opt} at batch {batch} in {seconds.text('.3g', ' s')} of steady training.")
     else:
-        reach = f"No cell reached the target test accuracy ({f.targets})."
+        reach = f"No cell reached the profile's target ({f.targets})."
     spread = (f" Largest spread of final accuracy over seeds: {f.max_spread:.3f}." if f.max_seeds > 1
               else " One seed per cell: run with `--seeds 0,1,2` to measure the spread.")
     return (f"Highest final test accuracy: {f.best_optimizer} at batch {f.best_batch}, {f.best_accuracy:.3f} after "
@@ -173,33 +187,8 @@ def grid_saddle_text(f: GridSaddle) -> str:
 
 def saddle_text(f) -> str:
     if isinstance(f, SaddleBenchmark):
-        return "From the saddle benchmark (bench/test_saddle.py). " + f.text
+        return "From the saddle benchmark (bench/experiments/saddle.py). " + saddle_section.text(f)
     return grid_saddle_text(f[0])
-
-
-def _counts(done: tuple) -> str:
-    return f"{done[0]} of {done[1]}"
-
-
-def escape_text(e: EscapeFinding) -> str:
-    s = e.stuck
-    parts = [f"The stuck point: {s.get('how')}; after {int(s.get('updates', 0))} updates the probe set's loss was "
-             f"{s.get('loss', float('nan')):.4g}, its gradient norm {s.get('grad_norm', float('nan')):.3g}, "
-             f"λ_min {s.get('lambda_min', float('nan')):.3g}, λ_max {s.get('lambda_max', float('nan')):.3g} "
-             f"(classified **{s.get('kind')}**). Every run starts from those weights (checked by their digest) and "
-             f"has escaped once the probe set's loss is {e.margin:.0%} below it."]
-    for arm, a in e.arms.items():
-        rows = ", ".join(f"batch {b}: {a.updates[b].text('.3g')} updates, {a.examples[b].text('.3g')} examples "
-                         f"({_counts(a.escaped[b])} escaped within {a.budget_updates[b]:,} updates)" for b in a.updates)
-        parts.append(f"**{ARMS[arm].capitalize()}** (median over seeds; a run that never escaped counts as its "
-                     f"budget): {rows}.")
-    if e.verdict is not None:
-        best = f"{e.best_full_lr:g}" if e.best_full_lr is not None else "–"
-        parts.append(f"The full batch's best learning rate in the grid: {best}. Claim 3 is {e.verdict.text()}: the "
-                     "same-updates arm decides it, since the claim is that the exact gradient stalls where noisy "
-                     "steps move on; the same-examples arm gives the full batch fewer updates, which is a budget, not "
-                     "noise.")
-    return "\n\n".join(parts)
 
 
 def gpu_text(f) -> str:
@@ -242,59 +231,6 @@ def learning_curves_text(f) -> str:
             + ", ".join(f"{b}: {fmt(a, '.3f')}" for b, a in f.final_by_batch.items()) + ".")
 
 
-def tuning_text(t: TuningFinding) -> str:
-    """Section 11: the tuned rates, steps to target, where perfect scaling ends, and the ranking."""
-    tuned = t.steps[t.steps["role"] == "tuned"].sort_values(["optimizer", "batch_size"])
-    rows = []
-    for _, r in tuned.iterrows():
-        pinned = t.steps[(t.steps["role"] == "pinned") & (t.steps["optimizer"] == r["optimizer"])
-                         & (t.steps["batch_size"] == r["batch_size"])]
-        p = pinned.iloc[0] if len(pinned) else None
-        rows.append({"optimizer": r["optimizer"], "batch": r["batch_label"], "tuned rate": f"{r['learning_rate']:.3g}",
-                     "updates to target (tuned)": r["steps"].text(".3g") + f" ({r['reached']}/{r['runs']} reached)",
-                     "time to target s (tuned)": r["time"].text(".3g"),
-                     "pinned rate": f"{p['learning_rate']:.3g}" if p is not None else "–",
-                     "updates to target (pinned)": (p["steps"].text(".3g") + f" ({p['reached']}/{p['runs']} reached)"
-                                                    if p is not None else "–")})
-    ends = []
-    for opt, (end, slopes, first) in t.scaling_end.items():
-        s_text = ", ".join(f"{b1:,}→{b2:,}: {v:+.2f}" for (b1, b2), v in slopes.items())
-        if not slopes:
-            ends.append(f"{opt}: too few batch sizes reached the target to tell")
-        elif end is None:
-            ends.append(f"{opt}: no near-perfect scaling among the batch sizes that reached the target (from batch "
-                        f"{first:,} on; log-log slopes {s_text})")
-        else:
-            ends.append(f"{opt}: near-perfect scaling up to batch {end:,} (log-log slopes of steps against batch, "
-                        f"{s_text})")
-    noise = (f" The gradient noise scale B_simple measured by the probes of these files' runs is {t.noise_scale:.3g} "
-             "(median over runs and epochs); McCandlish et al. (2018) expect steps to stop halving around it."
-             if t.noise_scale else " These files carry no gradient-noise-scale probe to compare with (the tuning "
-             "runs are unprobed; see the grid report's probes).")
-    changed = t.ranking[t.ranking["winner changed by tuning"] == "yes"]["batch"].tolist() if len(t.ranking) else []
-    return "\n".join([
-        f"Per optimizer and batch size, {t.trials.groupby('optimizer')['learning_rate'].nunique().max()} learning rates half a decade apart "
-        f"around the pinned rate were tried for {t.budget_updates:,} updates each on {t.train_size:,} training "
-        f"examples; the rate with the best validation accuracy at the end of the budget was chosen (ties: lower "
-        f"validation loss; a diverged trial never wins), then final runs at that rate and at the pinned rate, with "
-        f"other seeds than the trial's. Steps to target: updates until the validation accuracy (the last 10,000 "
-        f"training images, never trained on) first reaches {t.target:.0%}, checked every {t.check_every} updates; "
-        "median over seeds with its 95% bootstrap interval over the seeds that reached it.\n",
-        table(pd.DataFrame(rows)) + "\n",
-        "**Where perfect scaling ends** (steps falling at least as 1/sqrt(batch), a log-log slope of "
-        f"{PERFECT_SLOPE:g} or steeper, from one batch size to the next; perfect scaling is -1): "
-        + "; ".join(ends) + "." + noise + "\n",
-        "![Learning-rate sensitivity](fig12_sensitivity.png)\n",
-        f"{t.sensitivity_title()}. A rate chosen at the grid's edge means the best rate may lie beyond it: widen "
-        "the grid there (--lr-grid).\n",
-        "**The optimizer ranking**, by final validation accuracy after the budget (median over the final seeds, "
-        "95% interval), with pinned and with tuned rates:\n",
-        table(t.ranking) + "\n" if len(t.ranking) else "_no final runs_\n",
-        (f"Tuning changed the winner at batch {', '.join(changed)}." if changed
-         else "Tuning changed the winner at no batch size."),
-    ])
-
-
 RUN_COLUMNS = {"machine": "machine", "dispatch.mode": "mode", "budget": "budget", "optimizer": "optimizer",
                "batch_label": "batch", "learning_rate": "lr", "seed": "seed", "status": "status", "epoch_time_s": "epoch s",
                "spread": "spread", "compile_s": "compile s", "time_per_update_s": "s/update",
@@ -313,7 +249,7 @@ def runs_table(runs: pd.DataFrame) -> str:
         t["spread"] = t["spread"].map(lambda v: fmt(v, ".0%"))
         t["epoch s"] = [e + (" *" if u else "") for e, u in zip(t["epoch s"], group.sort_values(
             ["machine", "optimizer", "batch_size", "seed"])["unstable"])]
-        out.append(f"### {protocol_label(group.iloc[0])}\n\n" + table(t))
+        out.append(f"### {metrics.protocol_label(group.iloc[0])}\n\n" + table(t))
     return "\n\n".join(out) + "\n\n`*`: unstable timing (see *Unstable timings*); spread: the steady samples' IQR / median."
 
 
@@ -339,13 +275,15 @@ def _figure_line(title: str, drawn) -> str:
 def render_saddle_only(f: Findings, figures: dict) -> str:
     """The report of files that hold only the experiments' runs (saddle benchmark, escape, tuning)."""
     saddle = isinstance(f.escape, EscapeFinding) or isinstance(f.saddle, SaddleBenchmark)
+    tuning = isinstance(f.tuning, TuningFinding)
     intro = ("Plain SGD and the lecture network (sigmoid), probed between intervals (the probe set's loss and "
              "gradient, Hessian extremes by ARPACK's Lanczos) for the lecture's claim 3: a full batch stalls at "
              "saddle points where minibatch noise escapes them. " if saddle else
-             "Learning rates tuned per optimizer and batch size on a validation split, and what tuning changes. ")
-    parts = [f"# mnist-mlp-bench {'saddle points' if saddle else 'tuning'}\n",
+             "Learning rates tuned per optimizer and batch size on a validation split, and what tuning changes. "
+             if tuning else "The experiments' runs in these files. ")
+    parts = [f"# mnist-mlp-bench {'saddle points' if saddle else 'tuning' if tuning else 'experiments'}\n",
              intro + "Generated by `python -m analysis report`.\n",
-             machines_section(f.runs, f.duplicates), verdicts_section(f)]
+             machines_section(f.runs, f.duplicates), provenance_section(f.runs, f.bad_lines), verdicts_section(f)]
     if isinstance(f.escape, EscapeFinding):
         parts += ["## The escape experiment\n", _figure_line("Escaping a stuck point", figures.get("escape")),
                   escape_text(f.escape) + "\n"]
@@ -353,8 +291,24 @@ def render_saddle_only(f: Findings, figures: dict) -> str:
         parts += ["## The tuning experiment\n", _figure_line("Steps to target", figures.get("steps_to_target")),
                   tuning_text(f.tuning) + "\n"]
     if isinstance(f.saddle, SaddleBenchmark):
-        parts += ["## The saddle benchmark\n", _figure_line("Saddle points", figures.get("saddle")), f.saddle.text + "\n"]
-    return "\n".join(parts + ["## All runs\n\n" + runs_table(f.runs) + "\n"])
+        parts += ["## The saddle benchmark\n", _figure_line("Saddle points", figures.get("saddle")),
+                  saddle_section.text(f.saddle) + "\n"]
+    parts.append(other_experiments_section(f))
+    return "\n".join(p for p in parts + ["## All runs\n\n" + runs_table(f.runs) + "\n"] if p)
+
+
+def other_experiments_section(f: Findings) -> str:
+    """Experiments this report has no section of its own for (a plugin's): what ran, by the records."""
+    o = f.other_runs
+    if o is None or o.empty:
+        return ""
+    rows = (o.groupby(["experiment", "profile"], sort=False)
+            .agg(runs=("seed", "size"), finished=("status", lambda s: int((s == "ok").sum())),
+                 optimizers=("optimizer", lambda s: ", ".join(dict.fromkeys(s))),
+                 batch_sizes=("batch_label", lambda s: ", ".join(dict.fromkeys(s))))
+            .reset_index())
+    return ("## Other experiments\n\nRuns of experiments this report has no section for, as their records state them "
+            "(each run is also in *All runs*):\n\n" + table(rows) + "\n")
 
 
 def render(f: Findings, figures: dict) -> str:
@@ -369,6 +323,7 @@ def render(f: Findings, figures: dict) -> str:
         "(784-500-500-10) on MNIST, measured on the machines below. Generated by `python -m analysis report`; "
         "every number comes from the result files listed.\n",
         machines_section(runs, f.duplicates),
+        provenance_section(runs, f.bad_lines),
         protocol_section(runs),
         verdicts_section(f),
         unstable_section(f),
@@ -383,5 +338,6 @@ def render(f: Findings, figures: dict) -> str:
         finding = getattr(f, {"steps_to_target": "tuning"}.get(key, key))
         if isinstance(drawn, str) and text is not None and not isinstance(finding, Skipped):
             parts.append(text(finding) + "\n")
+    parts.append(other_experiments_section(f))
     parts.append("## All runs\n\n" + runs_table(runs) + "\n")
-    return "\n".join(parts)
+    return "\n".join(p for p in parts if p)

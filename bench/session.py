@@ -1,0 +1,212 @@
+"""The sweep session without pytest: the options parsed and checked, the cells of the chosen experiment, the shard
+and --resume selection, the start (MNIST, machine, estimate, calibration, the experiment's preparation), and each
+cell's run with its attempts, stored as it finishes. The pytest plugin (bench/plugin.py) only wires this to pytest's
+hooks and fixtures; the tests drive it in process."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import experiments, grid, record
+from bench.grid import BadOption, RunConfig
+
+# The session's own options (beside the grid's, bench.grid.COMMON_OPTIONS, and the experiments' own):
+# flag -> (default, help); a flag whose default is False is a switch.
+SESSION_OPTIONS = {
+    "--experiment": (None, "run a named experiment instead of the grid: " + ", ".join(
+        f"{e.name} ({e.about})" for e in experiments.REGISTRY.values() if e.name != record.GRID)),
+    "--mnist": (None, "Keras-layout mnist.npz (default: $MNIST_NPZ, then Keras' cache, then download)"),
+    "--bench-store": (record.DEFAULT_STORE, f"JSON-lines file each finished run is appended to at once (default "
+                                            f"{record.DEFAULT_STORE})"),
+    "--threads": (None, "TensorFlow intra- and inter-op threads (default: TensorFlow's, one per core)"),
+    "--precision": (None, "float32 matmul precision: tf32 (TensorFloat-32 where the GPU has it, compute capability "
+                          "8.0 or later; the frameworks' default) or fp32 (full float32); the calibration measures "
+                          "the peak at it, and each record says which one its run got"),
+    "--machine-label": (None, "short name of this machine in results and reports (default: e.g. H100-80GB, "
+                              "EPYC-2c)"),
+    "--shard": (None, "K/N: run only the K-th of N slices of the grid, balanced by estimated cost (N processes, e.g. "
+                      "a Slurm job array, cover every cell once; see python -m bench.slurm)"),
+    "--resume": (False, "skip the cells whose finished record (same protocol, settings, cell, seed, machine) is in "
+                        "the store"),
+    "--no-calibration": (False, "skip measuring the device's matmul rate and memory bandwidth before the first run "
+                                "(~2 s on a CPU); runs then carry no peak_fraction"),
+    "--rerun-unstable": ("0", "train a cell whose timing is unstable again, up to N more times, and keep its most "
+                              "stable attempt (every attempt is stored; default 0)"),
+    "--deterministic": (False, "TensorFlow op determinism (slower; CPU runs are reproducible without it)"),
+}
+
+
+def dest(flag: str) -> str:
+    """The pytest option's dest of a flag: --bench-store -> bench_bench_store."""
+    return "bench_" + flag.lstrip("-").replace("-", "_")
+
+
+def all_flags() -> list[str]:
+    """Every option of the suite: the grid's, the experiments', the session's."""
+    return [*grid.COMMON_OPTIONS, *(o.flag for o in experiments.all_options()), *SESSION_OPTIONS]
+
+
+@dataclass
+class Session(experiments.Context):
+    """One sweep: what was asked, what is selected to run, what has run."""
+
+    given: dict  # flag -> value as given on the command line (None / False: not given)
+    experiment: experiments.Experiment = None
+    cells: list = field(default_factory=list)  # the experiment's cells, in run order
+    store: str = record.DEFAULT_STORE
+    threads: int | None = None
+    precision: str = "tf32"
+    reruns: int = 0
+    mnist_source: Path | None = None
+    mnist: object = None  # bench.data.Mnist, loaded by start()
+    machine: record.Machine | None = None
+    code_version: str | None = None
+    calibration: dict | None = None
+    started: bool = False
+    to_run: list = field(default_factory=list)  # the cells left after selection
+    untimed: list = field(default_factory=list)  # (node id, cell, record) of runs that are not timings
+    unstable: list = field(default_factory=list)  # (node id, reason) of cells whose kept timing is unstable
+
+    @classmethod
+    def from_options(cls, given: dict) -> "Session":
+        """Parse and check every option (BadOption: a one-line usage error) and the chosen experiment's cells."""
+        from bench import shard
+
+        experiment = experiments.get(given.get("--experiment"))
+        experiments.check_given(experiment, {f: given.get(f) for f in [*grid.COMMON_OPTIONS,
+                                                                      *(o.flag for o in experiments.all_options())]})
+        threads = given.get("--threads")
+        shard.parse(given.get("--shard"))  # a bad K/N is a usage error before anything runs
+        return cls(given=given, experiment=experiment, cells=experiment.cells(given),
+                   store=given.get("--bench-store") or record.DEFAULT_STORE,
+                   threads=None if threads is None else grid.parse_threads(threads),
+                   precision=grid.parse_precision(given.get("--precision")),
+                   reruns=grid.parse_reruns(given.get("--rerun-unstable") or "0"))
+
+    # --- experiments.Context --------------------------------------------------------------------------------
+
+    def option(self, flag: str):
+        return self.given.get(flag)
+
+    def read_store(self) -> record.Store:
+        with warnings.catch_warnings():  # the start message counts the skipped lines once
+            warnings.simplefilter("ignore", record.BadLineWarning)
+            return record.read_store(self.store)
+
+    @property
+    def machine_id(self) -> str:
+        return self.identify().id
+
+    # --- before the first run -------------------------------------------------------------------------------
+
+    def identify(self) -> record.Machine:
+        if self.machine is None:
+            from bench.machine import store_machine
+
+            self.machine = store_machine(self.given.get("--machine-label"))
+        return self.machine
+
+    def configure(self) -> None:
+        """Where MNIST comes from, that the store can be written, and the backend's settings (DataError,
+        StoreError, Unsupported: usage errors)."""
+        from bench import backends, data
+
+        self.mnist_source = data.locate(self.given.get("--mnist"))
+        record.check_writable(self.store)
+        needs = (self.threads or self.given.get("--deterministic") or self.experiment.fixed_budget
+                 or self.precision != grid.PRECISIONS[0])
+        backend = backends.current() if needs else None
+        if self.threads is not None:
+            backend.set_threads(self.threads)
+        if self.precision != grid.PRECISIONS[0]:
+            backend.set_precision(self.precision)
+        if self.given.get("--deterministic"):
+            backend.enable_determinism()
+        if self.experiment.fixed_budget and not backend.FIXED_BUDGET:
+            raise backends.Unsupported(f"--experiment {self.experiment.name}: its fixed update budgets need the "
+                                       "tensorflow backend")
+
+    def key(self, cell: RunConfig) -> record.RunKey:
+        from bench.backends import name
+
+        return cell.run_key(name(), self.threads, self.precision, self.machine_id)
+
+    def select(self, cells: list) -> tuple[list, list[str]]:
+        """The cells this process runs (its shard, less those --resume finds finished), with the lines to print;
+        a shard writes its plan beside its store."""
+        from bench import shard
+
+        lines = []
+        if self.given.get("--shard"):
+            k, n = shard.parse(self.given["--shard"])
+            mine = shard.split(cells, n)[k - 1]
+            shard.write_plan(self.store, k, n, [c.test_id for c in mine], [self.key(c).flat() for c in mine])
+            lines.append(f"shard {k}/{n}: {len(mine)} of {len(cells)} cells, estimated "
+                         f"{shard.loads([mine])[0] / 60:.1f} min of {sum(shard.loads([cells])) / 60:.1f} (like "
+                         f"{shard.REFERENCE})")
+            cells = [c for c in cells if c in mine]
+        if self.given.get("--resume"):
+            store = self.read_store()
+            done = store.finished_keys()
+            kept = [c for c in cells if self.key(c) not in done]
+            lines.append(f"resume: {len(cells) - len(kept)} of {len(cells)} cells already in {self.store}, "
+                         f"skipped; {len(kept)} to run")
+            lines += [f"resume: {b.text()}: skipped, not a valid record" for b in store.bad]
+            cells = kept
+        self.to_run = list(cells)
+        return cells, lines
+
+    def start(self) -> list[str]:
+        """Once, before the first run: MNIST, the machine, the estimate, the calibration, the experiment's
+        preparation. Returns the lines to print (DataError when MNIST cannot be read)."""
+        from bench import backends, data, estimate
+        from bench.machine import code_version
+
+        self.mnist = data.read_npz(self.mnist_source) if self.mnist_source else data.load_mnist()
+        self.identify()
+        self.code_version = code_version()
+        store = self.read_store()
+        lines = estimate.lines(self.to_run, store.entries, self.machine_id, backends.name(),
+                               self.to_run[0].dispatch if self.to_run else "default")
+        if store.bad:
+            lines.append(f"store {self.store}: {len(store.bad)} line(s) are no valid record and were skipped "
+                         f"(first: {store.bad[0].text()})")
+        if not self.given.get("--no-calibration"):
+            from bench.calibrate import calibrate
+
+            self.calibration = calibrate()
+        lines += self.experiment.begin(self)
+        self.started = True
+        return lines
+
+    # --- each cell ------------------------------------------------------------------------------------------
+
+    def run(self, cell: RunConfig, nodeid: str, on_epoch=None) -> record.Record:
+        """Train the cell, again while its timing is unstable (up to --rerun-unstable more times); every attempt is
+        stored as it finishes, the most stable one is returned (PlanError: its experiment could not plan it)."""
+        from bench.train import run
+
+        plan = self.experiment.plan(cell, self)
+        attempts = []
+        for attempt in range(1, self.reruns + 2):
+            rec = run(cell, self.mnist, peak=self.calibration, on_epoch=on_epoch, attempt=attempt, plan=plan,
+                      code_version=self.code_version)
+            record.append(self.store, nodeid, rec, machine=self.machine, version=self.code_version)
+            attempts.append(rec)
+            if not rec.unstable or rec.status not in record.FINISHED:
+                break
+        kept = min(attempts, key=lambda r: record.stability_key(r.status, r.unstable, r.spread))
+        if not is_timing(kept):
+            self.untimed.append((nodeid, cell, kept))
+        if kept.unstable and kept.status in record.FINISHED:
+            self.unstable.append((nodeid, kept.unstable_reason))
+        return kept
+
+
+def is_timing(rec: record.Record) -> bool:
+    """Whether a run's steady samples are timings: it finished or diverged, after at least one steady epoch. A
+    cell that ended in error, oom or interrupted has none, whatever its wall time; a run of one epoch has none
+    either (that epoch compiles)."""
+    return rec.status in ("ok", "diverged") and bool(rec.steady_samples_s)
