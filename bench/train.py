@@ -58,6 +58,20 @@ class _Sigint:
 SIGINT = _Sigint()
 
 
+@dataclass
+class Check:
+    """What an experiment's stop rule sees at the end of each epoch (an interval of a fixed budget), after the
+    validation split and the probes were taken."""
+
+    epoch: int  # 1-based
+    update: int  # updates done
+    probe: dict | None  # the prober's entry at these weights (bench.curvature.Prober.measure); None without probes
+    val_accuracy: float | None
+    val_loss: float | None
+    model: object  # the model, at these weights
+    prober: object  # the run's bench.curvature.Prober, or None
+
+
 def _epoch_clock_class(keras):
     class EpochClock(keras.callbacks.Callback):
         """Times each epoch's training steps, then (untimed) evaluates on the test set, checks for NaN and
@@ -67,7 +81,7 @@ def _epoch_clock_class(keras):
                      validation=None, test_each_epoch=True):
             super().__init__()
             self.x_test, self.y_test, self.sampler, self.prober = x_test, y_test, sampler, prober
-            self.on_epoch, self.stop = on_epoch, stop  # stop(probe point) -> True ends training there
+            self.on_epoch, self.stop = on_epoch, stop  # stop(Check) -> True ends training after this epoch
             self.validation, self.test_each_epoch = validation, test_each_epoch
             self.times, self.test_acc, self.test_loss, self.train_loss = [], [], [], []
             self.val_acc, self.val_loss = [], []
@@ -97,10 +111,12 @@ def _epoch_clock_class(keras):
                 self.val_acc.append(acc_v)
             if self.test_each_epoch:
                 self.evaluate_test()
-            if self.prober is not None:
-                entry = self.prober.epoch_end(epoch, backends.current().to_int(self.model.optimizer.iterations))
-                if self.stop is not None and self.stop(entry):
-                    self.model.stop_training = True
+            update = backends.current().to_int(self.model.optimizer.iterations)
+            entry = self.prober.epoch_end(epoch, update) if self.prober is not None else None
+            if self.stop is not None and self.stop(Check(epoch + 1, update, entry, self.val_acc[-1] if self.val_acc
+                                                         else None, self.val_loss[-1] if self.val_loss else None,
+                                                         self.model, self.prober)):
+                self.model.stop_training = True
 
         def evaluate_test(self):
             result = self.model.evaluate(self.x_test, self.y_test, batch_size=EVAL_BATCH_SIZE, verbose=0,

@@ -29,7 +29,7 @@ class Plan:
 
     cell: RunConfig  # what to train (the tuning's final runs: the cell at the rate its trials chose)
     weights: list | None = None  # start from these weights (model.get_weights() order) instead of the seed's
-    stop: Callable[[dict], bool] | None = None  # at a probe point (bench.curvature.Prober entry): True ends the run
+    stop: Callable[..., bool] | None = None  # at each epoch's end (bench.train.Check): True ends the run there
     part: Callable[..., dict] | None = None  # part(cell, setup, hessian) -> the record fields the experiment adds
     fields: dict | None = None  # record fields known before the run (e.g. the tuning's search)
     probe_noise: bool = True  # the probes measure the gradient noise scale at each probe point (escape: no)

@@ -214,7 +214,7 @@ class EscapeExperiment(Experiment):
                 return {}
             return {"escape": measure(cfg, begin, digest(setup.start_weights), setup.prober, hessian)}
 
-        return Plan(cell, weights=begin.weights, stop=lambda entry: stops(entry, begin), part=part,
+        return Plan(cell, weights=begin.weights, stop=lambda check: stops(check.probe, begin), part=part,
                     probe_noise=False)
 
 

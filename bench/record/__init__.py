@@ -18,11 +18,17 @@ import statistics
 import types
 import typing
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA = "mnist-mlp-bench/3"
-SCHEMAS = ("mnist-mlp-bench/1", "mnist-mlp-bench/2", SCHEMA)  # what the reader accepts (older ones are upgraded)
+from bench.record import escape as _escape_part
+from bench.record import tuning as _tuning_part
+from bench.record.escape import Escape, Stuck
+from bench.record.fields import doc as _f
+from bench.record.tuning import Trial, Tuning
+
+SCHEMA = "mnist-mlp-bench/4"
+SCHEMAS = ("mnist-mlp-bench/1", "mnist-mlp-bench/2", "mnist-mlp-bench/3", SCHEMA)  # what the reader accepts (older ones are upgraded)
 
 # What counts as evidence (DESIGN.md): a timing rests on at least MIN_SAMPLES steady samples; a cell whose samples
 # spread more than UNSTABLE_SPREAD around their median, or whose median is slower than the compile epoch (beyond
@@ -55,11 +61,6 @@ def provenance(version: str | None) -> str | None:
 def batch_label(full_batch: bool, batch_size: int) -> str:
     """'full' for the whole training set in one batch, else the batch size."""
     return FULL if full_batch else str(batch_size)
-
-
-def _f(doc: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
-    """A record field with its meaning (and unit, where the name does not carry it)."""
-    return field(default=default, default_factory=factory, metadata={"doc": doc})
 
 
 @dataclass(kw_only=True)
@@ -147,65 +148,6 @@ class Plateau:
     flatness: float | None = _f("|g|^2 / (2 lambda_max L) at that probe: the share of the loss a stable gradient "
                                 "step would remove (bench.curvature.classify)", None)
     kind: str | None = _f("saddle, minimum, slope or undetermined; None where no Hessian probe fell inside it")
-
-
-@dataclass(kw_only=True)
-class Stuck:
-    """How the escape experiment's stuck point was reached (bench/experiments/escape.py)."""
-
-    how: str = _f("full-batch descent to a flat point with negative curvature, and where it stopped")
-    updates: int = _f("full-batch SGD updates from the seed-0 initialisation to the stuck point")
-    loss: float = _f("the probe set's loss there")
-    grad_norm: float = _f("the probe set's gradient L2 norm there")
-    lambda_min: float | None = _f("smallest Hessian eigenvalue there")
-    lambda_max: float | None = _f("largest Hessian eigenvalue there")
-    flatness: float | None = _f("|g|^2 / (2 lambda_max L) there")
-    kind: str = _f("the classifier's label of the point (bench.curvature.classify)")
-    digest: str = _f("sha256 of its weights: every run of the experiment starts from them")
-
-
-@dataclass(kw_only=True)
-class Escape:
-    """One run of the escape experiment: from the stuck point, did the probe set's loss fall margin below it?"""
-
-    arm: str = _f("examples or updates (the quantity held equal across batch sizes), or fairness (the full batch "
-                  "at another learning rate)")
-    start_digest: str = _f("sha256 of the weights this run started from (equal to stuck.digest)")
-    start_loss: float = _f("the probe set's loss at the start")
-    target_loss: float = _f("escaped below this: start_loss x (1 - margin)")
-    margin: float = _f("the escape margin")
-    escaped: bool = _f("the probe set's loss fell below target_loss within the budget")
-    updates_to_escape: int | None = _f("updates to the first probe point below the target (None: not escaped); "
-                                       "resolution: check_every")
-    examples_to_escape: int | None = _f("examples to that point")
-    budget_updates: int = _f("the run's update budget")
-    check_every: int = _f("updates between probe points")
-    exit_loss: float | None = _f("the probe set's loss where the run stopped")
-    exit_lambda_min: float | None = _f("smallest Hessian eigenvalue where the run stopped")
-    exit_lambda_max: float | None = _f("largest Hessian eigenvalue where the run stopped")
-    deterministic: bool = _f("the full batch: no minibatch order, one run stands for every seed")
-    stuck: Stuck = _f("how the stuck point was reached")
-
-
-@dataclass(kw_only=True)
-class Trial:
-    """One trial of a learning-rate search, as the final run that used the search saw it."""
-
-    learning_rate: float = _f("the trial's learning rate")
-    status: str = _f("the trial's status (a diverged trial never wins)")
-    val_accuracy: float | None = _f("its validation accuracy at the end of the budget")
-    val_loss: float | None = _f("its validation loss there (breaks ties)")
-
-
-@dataclass(kw_only=True)
-class Tuning:
-    """The tuning experiment's part of a record (bench/experiments/tuning.py)."""
-
-    grid: list[float] = _f("the search's learning rates")
-    rule: str = _f("how the rate is chosen")
-    trials: list[Trial] = _f("the trials the choice was made from (final runs; empty for a trial)", factory=list)
-    chosen: float | None = _f("the chosen rate (final runs; None for a trial or when no trial finished)", None)
-    pinned: float = _f("the suite's pinned rate for this optimizer (the grid's centre)")
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -511,12 +453,21 @@ def _v2_to_v3(r: dict) -> None:
     r.setdefault("code_version", None)
 
 
+def _v3_to_v4(r: dict) -> None:
+    """Schema 4: each experiment's part upgraded by its own module (bench/record/escape.py, tuning.py)."""
+    if isinstance(r.get("escape"), dict):
+        _escape_part.upgrade_v3_to_v4(r["escape"])
+    if isinstance(r.get("tuning"), dict):
+        _tuning_part.upgrade_v3_to_v4(r["tuning"])
+
+
 UPGRADES = {"mnist-mlp-bench/1": ("mnist-mlp-bench/2", _v1_to_v2),
-            "mnist-mlp-bench/2": (SCHEMA, _v2_to_v3)}
+            "mnist-mlp-bench/2": ("mnist-mlp-bench/3", _v2_to_v3),
+            "mnist-mlp-bench/3": (SCHEMA, _v3_to_v4)}
 
 
 def upgrade(data: dict) -> dict:
-    """A record of any accepted schema in today's shape, through the chain of upgrades (1 -> 2 -> 3): fields added
+    """A record of any accepted schema in today's shape, through the chain of upgrades (1 -> 2 -> 3 -> 4): fields added
     since it was written get the value those runs used (or None where it was not measured), and its `schema`
     becomes today's. The input is not changed."""
     schema = data.get("schema") if isinstance(data, dict) else None
