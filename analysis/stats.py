@@ -12,6 +12,7 @@ import scipy.stats
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SUPPORTED, CONTRADICTED, NOT_DETERMINED = "supported", "contradicted", "not determined"
+NOT_TESTED = "not tested"  # the verdict's preconditions failed: no test was made (the reason says which)
 
 
 @dataclass(frozen=True)

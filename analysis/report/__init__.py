@@ -13,6 +13,7 @@ from analysis.escape import EscapeFinding
 from analysis.findings import Findings, GridSaddle, Skipped
 from analysis.report import saddle as saddle_section
 from analysis.report.escape import escape_text
+from analysis.report.escape import verdict_rows as escape_verdict_rows
 from analysis.report.text import batch as _b
 from analysis.report.text import fmt, table
 from analysis.report.tuning import tuning_text
@@ -95,11 +96,8 @@ def verdicts_section(f: Findings) -> str:
             if v is not None:
                 rows.append({"claim": name, "setting": c.label(machines), "verdict": f"**{v.outcome}**",
                              "decided by (95% interval)": f"{v.what}: {v.interval.text('.3g')} vs {v.threshold:g}"})
-    e = f.escape
-    if isinstance(e, EscapeFinding) and e.verdict is not None:
-        rows.append({"claim": "3: the full batch stays stuck where minibatch noise escapes", "setting":
-                     f"escape experiment, same updates ({e.train_size:,} examples)", "verdict": f"**{e.verdict.outcome}**",
-                     "decided by (95% interval)": f"{e.verdict.what}: {e.ratio.text('.3g')} vs 1"})
+    if isinstance(f.escape, EscapeFinding):
+        rows += escape_verdict_rows(f.escape)
     if not rows:
         return ""
     modes = "; ".join(f"`{c.mode}` measures {c.measures}" for c in {c.mode: c for c in f.claims}.values())

@@ -5,6 +5,16 @@ from __future__ import annotations
 from analysis.escape import ARMS, EscapeFinding
 
 
+def verdict_rows(e: EscapeFinding) -> list[dict]:
+    """Claim 3's rows of the report's verdict table (claim, setting, verdict, decided by)."""
+    if e.verdict is None:
+        return []
+    return [{"claim": "3: the full batch stays stuck where minibatch noise escapes",
+             "setting": f"escape experiment, same updates ({e.train_size:,} examples)",
+             "verdict": f"**{e.verdict.outcome}**",
+             "decided by (95% interval)": f"{e.verdict.what}: {e.ratio.text('.3g')} vs 1"}]
+
+
 def _counts(done: tuple) -> str:
     return f"{done[0]} of {done[1]}"
 
