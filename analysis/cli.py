@@ -118,7 +118,8 @@ def compare(paths, out: Path, baseline=None, allow_mismatch=False, echo=print) -
     for i, (key, fig) in enumerate(compare_figures(cmp).items(), start=1):
         written += save(fig, out, f"cmp{i}_{key}")
         names[key] = f"cmp{i}_{key}.png"
-    csv = cmp.table.drop(columns=[c for c in cmp.table if c.startswith("baseline_") or c.endswith("samples_s")])
+    csv = cmp.table.drop(columns=[c for c in cmp.table if c.startswith("baseline_") or c.endswith("samples_s")
+                                  or c in ("run_epoch_s", "replicates")])
     csv.to_csv(out / "compare.csv", index=False, float_format="%.6g")
     files = ", ".join(f"`{Path(p).name}`" for p in paths)
     (out / "COMPARE.md").write_text(rep.markdown(cmp.machines, files, names), encoding="utf-8")

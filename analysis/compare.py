@@ -112,11 +112,12 @@ def compare(runs: pd.DataFrame, baseline: str | None = None, allow_mismatch: boo
     table = metrics.cell_summary(ok, ["machine", *keys, *CELL])
     table["machine"] = pd.Categorical(table["machine"].astype(str), categories=machines, ordered=True)
     base = table[table["machine"] == baseline].set_index(keys + CELL)
-    table = table.join(base[["epoch_time_s", "time_per_update_s", "epoch_samples_s"]].add_prefix("baseline_"),
+    table = table.join(base[["epoch_time_s", "time_per_update_s", "run_epoch_s"]].add_prefix("baseline_"),
                        on=keys + CELL)
-    table["speedup"] = table["baseline_epoch_time_s"] / table["epoch_time_s"]
-    speed = [stats.median_ratio([(b, m)]) if isinstance(b, list) else stats.NO_DATA
-             for b, m in zip(table["baseline_epoch_samples_s"], table["epoch_samples_s"])]
+    # the baseline's estimate over the machine's, Welch's t on the logs (two independent cells)
+    speed = [stats.welch_ratio(b, m) if isinstance(b, list) else stats.NO_DATA
+             for b, m in zip(table["baseline_run_epoch_s"], table["run_epoch_s"])]
+    table["speedup"] = [i.value for i in speed]
     table["speedup_lo"], table["speedup_hi"] = [i.low for i in speed], [i.high for i in speed]
     present = table.groupby(keys + CELL, observed=True, dropna=False)["machine"].transform("nunique")
     matched = table["baseline_epoch_time_s"].notna() & (present >= 2)
@@ -302,7 +303,8 @@ class CompareReport:
         out = []
         for title, tables in (("Speed per grid cell (* unstable timing)", self.ratios),
                               ("Saturation knee (batch size after which time per update grows >= sqrt(batch); "
-                               "in brackets the range over 95% of bootstrap resamples)", self.knees),
+                               "in brackets the range of the knees of the replicates, each round on its own)",
+                               self.knees),
                               ("Steady time to the profile's target accuracy (fastest batch size per optimizer; 95% interval)",
                                self.targets)):
             out += [f"{level} {title}", ""]

@@ -121,14 +121,15 @@ class SaddleCurves:
 
 @dataclass
 class LearningCurves:
-    """Figure 5: test accuracy per epoch."""
+    """Figure 5: accuracy per epoch on the target's split."""
 
-    final_by_batch: dict  # batch label -> mean final test accuracy over optimizers, in batch-size order
+    final_by_batch: dict  # batch label -> mean final accuracy over optimizers (the split's), in batch-size order
+    split: str = "validation"  # the split the curves are read on (test in records from before the validation split)
 
     def title(self) -> str:
         by_mean = pd.Series(self.final_by_batch).sort_index()  # as groupby orders labels
-        return (f"Test accuracy by epoch: batch {by_mean.idxmax()} ends highest ({by_mean.max():.3f} mean over "
-                f"optimizers), batch {by_mean.idxmin()} lowest ({by_mean.min():.3f})")
+        return (f"{self.split.capitalize()} accuracy by epoch: batch {by_mean.idxmax()} ends highest "
+                f"({by_mean.max():.3f} mean over optimizers), batch {by_mean.idxmin()} lowest ({by_mean.min():.3f})")
 
 
 @dataclass
@@ -293,8 +294,10 @@ def curve_selection(runs, optimizer) -> pd.DataFrame:
 
 
 def learning_curves(runs, order) -> LearningCurves:
-    fin = runs.groupby("batch_label", sort=False)["test_accuracy"].mean()
-    return LearningCurves({b: fin.get(b) for b in order if b in fin.index})
+    final = runs.assign(_final=[c[-1] if c else np.nan for c in runs["accuracy_by_epoch"]])
+    fin = final.groupby("batch_label", sort=False)["_final"].mean()
+    splits = list(dict.fromkeys(runs["target_on"]))
+    return LearningCurves({b: fin.get(b) for b in order if b in fin.index}, "/".join(splits) or "validation")
 
 
 def gpu(summary, runs) -> GpuUsage | Skipped:
@@ -312,19 +315,23 @@ def gpu(summary, runs) -> GpuUsage | Skipped:
                     by_batch("energy_to_target_j"))
 
 
-def _ratio_by_batch(cells: pd.DataFrame, other: str, base: str, column: str, key: str = "machine",
+def _ratio_by_batch(cells: pd.DataFrame, other: str, base: str, column: str = "run_epoch_s", key: str = "machine",
                     within: tuple = ()) -> dict:
-    """{batch size: Interval of median over optimizers (and over `within` groups, e.g. backends) of
-    median(other's samples) / median(base's samples)}, `other` and `base` being values of `key`."""
+    """{batch size: Interval of the median over optimizers (and over `within` groups, e.g. protocols) of other's
+    estimate / base's}, `other` and `base` being values of `key` (independent cells: two machines, two modes);
+    the interval from draws of each cell's t distribution (stats.draws), the point from the cells' estimates."""
     out = {}
     for bs, g in cells.groupby("batch_size"):
-        pairs = []
-        for _, o in g.groupby([*within, "optimizer"], observed=True, dropna=False):
+        points, drawn, defined = [], [], True
+        for i, (_, o) in enumerate(g.groupby([*within, "optimizer"], observed=True, dropna=False)):
             a, b = o[o[key] == other][column], o[o[key] == base][column]
             if len(a) and len(b):
-                pairs.append((a.iloc[0], b.iloc[0]))
-        if pairs:
-            out[int(bs)] = stats.median_ratio(pairs)
+                points.append(stats.repeats(a.iloc[0]).value / stats.repeats(b.iloc[0]).value)
+                drawn.append(stats.draws(a.iloc[0], seed=2 * i) / stats.draws(b.iloc[0], seed=2 * i + 1))
+                defined &= len(a.iloc[0]) > 1 and len(b.iloc[0]) > 1
+        if points:
+            out[int(bs)] = stats.from_draws(float(np.median(points)), np.median(np.stack(drawn), axis=0),
+                                            len(points), defined)
     return out
 
 
@@ -339,7 +346,7 @@ def machines(summary, runs) -> Machines | Skipped:
     if len(names) < 2:
         return Skipped("the result files come from one machine and one backend")
     protocol = [c for c in record.PROTOCOL if c not in ("dispatch.backend", "dispatch.mode")]
-    return Machines(names[0], {m: _ratio_by_batch(cells, m, names[0], "epoch_samples_s", within=tuple(protocol))
+    return Machines(names[0], {m: _ratio_by_batch(cells, m, names[0], within=tuple(protocol))
                                for m in names[1:]}, cells)
 
 
@@ -374,7 +381,8 @@ def dispatch(by_mode, primary) -> Dispatch | Skipped:
     wide = by_mode.pivot_table(index=[*setting, "optimizer", "batch_size"], columns="dispatch.mode",
                                values="time_per_update_s", observed=True).dropna()
     ms = (wide * 1000).groupby(level="batch_size").median()
-    ratio = _ratio_by_batch(by_mode, "default", "fast", "update_samples_s", key="dispatch.mode", within=tuple(setting))
+    # the same cell's steps per epoch in both modes: the ratio of epoch estimates is the ratio of update costs
+    ratio = _ratio_by_batch(by_mode, "default", "fast", key="dispatch.mode", within=tuple(setting))
     fast = by_mode[by_mode["dispatch.mode"] == "fast"].dropna(subset=["peak_fraction"])
     pct = (fast.groupby("batch_size")["peak_fraction"].median() * 100).to_dict() if len(fast) else {}
     memory = float(fast["host_memory_run_mib"].max()) if len(fast) and fast["host_memory_run_mib"].notna().any() else None

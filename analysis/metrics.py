@@ -30,6 +30,7 @@ DERIVED = {
     "target_accuracy": "the record's target.value",
     "target_on": "the split the target is read on (the record's target.split)",
     "epochs_to_target": "epochs until the target split's accuracy first reaches the target",
+    "accuracy_by_epoch": "the target split's accuracy after each epoch (validation; test in older records)",
     "time_to_target_s": "epochs_to_target x the steady epoch time",
     "train_time_s": "epochs done x the steady epoch time",
     "update_samples_s": "the steady samples per update",
@@ -106,6 +107,7 @@ def add_run_metrics(df: pd.DataFrame) -> pd.DataFrame:
     df["target_on"] = df["target.split"]
     curves = [v if on == "validation" else t for v, t, on in zip(df["val_accuracy_by_epoch"],
                                                                  df["test_accuracy_by_epoch"], df["target_on"])]
+    df["accuracy_by_epoch"] = curves
     df["epochs_to_target"] = [epochs_to_target(a, g) for a, g in zip(curves, df["target_accuracy"])]
     df["time_to_target_s"] = [time_to_target(t, a, g) for t, a, g in
                               zip(df["epoch_time_s"], curves, df["target_accuracy"])]
@@ -134,70 +136,85 @@ def pooled(series) -> list:
     return [x for lst in series for x in (lst or [])]
 
 
+
+
 def cell_summary(df: pd.DataFrame, keys: list | None = None) -> pd.DataFrame:
-    """One row per cell (`keys`, default CELL: machine x protocol x optimizer x batch size): the steady samples of
-    all its finished runs pooled over seeds (timings barely depend on the seed), their median with its interval,
-    medians over seeds of the rest, and whether any of its timings was unstable."""
+    """One row per cell (`keys`, default CELL: machine x protocol x optimizer x batch size) from its finished runs:
+    each run (a repeat of one seed) is one independent estimate, its fastest steady sample; the cell's estimate is
+    their geometric mean with its t interval (stats.repeats; timings barely depend on the seed, so seeds are
+    repeats too), `run_epoch_s` and `replicates` keep each run's estimate and its (seed, repeat) for statistics per
+    replicate; the rest are medians over its runs, and whether any of its timings was unstable and why."""
     keys = CELL if keys is None else keys
-    ok = df[df["status"] == "ok"]
+    ok = df[df["status"] == "ok"].assign(_replicate=lambda d: list(zip(d["seed"], d["repeat"])))
     g = ok.groupby(keys, observed=True, dropna=False)
-    out = g.agg(
-        batch_label=("batch_label", "first"),
-        seeds=("seed", "nunique"),
-        epoch_samples_s=("steady_samples_s", pooled),
-        update_samples_s=("update_samples_s", pooled),
-        epoch_time_s=("epoch_time_s", "median"),
-        time_per_update_s=("time_per_update_s", "median"),
-        compile_s=("compile_s", "median"),
-        unstable=("unstable", "any"),
-        unstable_reason=("unstable_reason", lambda s: "; ".join(sorted({x for x in s if isinstance(x, str)})) or None),
-        steps_per_epoch=("steps_per_epoch", "first"),
-        examples_per_s=("examples_per_s", "median"),
-        train_time_s=("train_time_s", "median"),
-        time_to_target_s=("time_to_target_s", "median"),
-        epochs_to_target=("epochs_to_target", "median"),
-        target_accuracy=("target_accuracy", "first"),
-        target_on=("target_on", "first"),
-        test_accuracy=("test_accuracy", "mean"),
-        test_accuracy_std=("test_accuracy", "std"),
-        test_accuracy_min=("test_accuracy", "min"),
-        test_accuracy_max=("test_accuracy", "max"),
-        loss_noise=("loss_noise", "median"),
-        epoch_speedup_vs_bs1=("epoch_speedup_vs_bs1", "median"),
-        update_cost_vs_bs1=("update_cost_vs_bs1", "median"),
-        gpu_util_mean_pct=("gpu.util_mean_pct", "median"),
-        gpu_power_mean_w=("gpu.power_mean_w", "median"),
-        gpu_energy_j=("gpu.energy_j", "median"),
-        gpu_energy_per_epoch_j=("gpu.energy_per_epoch_j", "median"),
-        achieved_gflops=("achieved_gflops", "median"),
-        peak_fraction=("peak_fraction", "median"),
-        host_memory_peak_mib=("host_memory_peak_mib", "max"),
-        host_memory_run_mib=("host_memory_run_mib", "max"),
-    ).reset_index()
+    out = g.agg(**AGGREGATES).reset_index()
     failed = df[df["status"] != "ok"].groupby(keys, observed=True, dropna=False).size().rename("failed_runs")
     out = out.join(failed, on=keys)
     out["failed_runs"] = out["failed_runs"].fillna(0).astype(int)
-    tpu = [stats.median_of([s]) for s in out["update_samples_s"]]
-    out["samples"] = [i.n for i in tpu]
-    out["time_per_update_lo_s"] = [i.low for i in tpu]
-    out["time_per_update_hi_s"] = [i.high for i in tpu]
-    for end in ("lo", "hi"):
-        out[f"epoch_time_{end}_s"] = out[f"time_per_update_{end}_s"] * out["steps_per_epoch"]
-    # a cell's median over its pooled samples: with several seeds the pooled median, not the median of medians
-    out["time_per_update_s"] = [i.value if i.n else m for i, m in zip(tpu, out["time_per_update_s"])]
+    cells = [stats.repeats(runs) for runs in out["run_epoch_s"]]
+    out["samples"] = [len(s) for s in out["epoch_samples_s"]]
+    out["epoch_time_s"] = [i.value for i in cells]
+    out["epoch_time_lo_s"], out["epoch_time_hi_s"] = [i.low for i in cells], [i.high for i in cells]
+    for end in ("", "_lo", "_hi"):
+        out[f"time_per_update{end}_s"] = out[f"epoch_time{end}_s"] / out["steps_per_epoch"]
     out["energy_to_target_j"] = out["gpu_energy_per_epoch_j"] * out["epochs_to_target"]
-    ttt = [time_to_target_interval(k, x) for k, x in zip(out["epochs_to_target"], out["epoch_samples_s"])]
-    out["time_to_target_s"] = [i.value if i.n else math.nan for i in ttt]
-    out["time_to_target_lo_s"], out["time_to_target_hi_s"] = [i.low for i in ttt], [i.high for i in ttt]
+    # steady time to the target: the epochs to it (median over seeds) at the cell's estimate, and its interval
+    for end in ("", "_lo", "_hi"):
+        out[f"time_to_target{end}_s"] = out["epochs_to_target"] * out[f"epoch_time{end}_s"]
     return out
 
 
-def time_to_target_interval(epochs, samples) -> stats.Interval:
-    """Steady time to the target with its interval: epochs to it (median over seeds) x the median of the cell's
-    steady epoch samples (pooled over seeds), the samples resampled."""
-    if epochs is None or pd.isna(epochs) or not len(samples):
-        return stats.NO_DATA
-    return stats.bootstrap([samples], lambda x, axis: epochs * np.median(x, axis=axis))
+def _reasons(reasons) -> str | None:
+    """'2 of 3 repeats: <the first unstable repeat's reason>'; None when no repeat was unstable."""
+    found = [r for r in reasons if isinstance(r, str)]
+    return f"{len(found)} of {len(reasons)} repeats: {found[0]}" if found else None
+
+
+def _causes(lists) -> str | None:
+    """'3 host, 1 gc' for the slow samples of a cell's runs (bench.record.sample_cause); None when none was slow."""
+    found = [c for causes in lists for c in (causes or []) if c]
+    return ", ".join(f"{found.count(c)} {c}" for c in record.CAUSES if c in found) or None
+
+
+# cell_summary's columns: (the runs' column, how a cell aggregates it)
+AGGREGATES = {
+    "batch_label": ("batch_label", "first"),
+    "device": ("dispatch.device", "first"),
+    "seeds": ("seed", "nunique"),
+    "repeats": ("repeat", "size"),
+    "run_epoch_s": ("epoch_time_s", list),
+    "replicates": ("_replicate", list),
+    "epoch_samples_s": ("steady_samples_s", pooled),
+    "update_samples_s": ("update_samples_s", pooled),
+    "epoch_time_s": ("epoch_time_s", "median"),
+    "time_per_update_s": ("time_per_update_s", "median"),
+    "slow_causes": ("sample_causes", _causes),
+    "compile_s": ("compile_s", "median"),
+    "unstable": ("unstable", "any"),
+    "unstable_reason": ("unstable_reason", _reasons),
+    "steps_per_epoch": ("steps_per_epoch", "first"),
+    "examples_per_s": ("examples_per_s", "median"),
+    "train_time_s": ("train_time_s", "median"),
+    "time_to_target_s": ("time_to_target_s", "median"),
+    "epochs_to_target": ("epochs_to_target", "median"),
+    "target_accuracy": ("target_accuracy", "first"),
+    "target_on": ("target_on", "first"),
+    "test_accuracy": ("test_accuracy", "mean"),
+    "test_accuracy_std": ("test_accuracy", "std"),
+    "test_accuracy_min": ("test_accuracy", "min"),
+    "test_accuracy_max": ("test_accuracy", "max"),
+    "loss_noise": ("loss_noise", "median"),
+    "epoch_speedup_vs_bs1": ("epoch_speedup_vs_bs1", "median"),
+    "update_cost_vs_bs1": ("update_cost_vs_bs1", "median"),
+    "gpu_util_mean_pct": ("gpu.util_mean_pct", "median"),
+    "gpu_power_mean_w": ("gpu.power_mean_w", "median"),
+    "gpu_energy_j": ("gpu.energy_j", "median"),
+    "gpu_energy_per_epoch_j": ("gpu.energy_per_epoch_j", "median"),
+    "achieved_gflops": ("achieved_gflops", "median"),
+    "peak_fraction": ("peak_fraction", "median"),
+    "host_memory_peak_mib": ("host_memory_peak_mib", "max"),
+    "host_memory_run_mib": ("host_memory_run_mib", "max"),
+}
 
 
 def knee(batch_sizes, times, slope: float = KNEE_SLOPE):
@@ -213,30 +230,36 @@ def knee(batch_sizes, times, slope: float = KNEE_SLOPE):
 
 
 def knees(summary: pd.DataFrame, protocol=record.PROTOCOL) -> pd.DataFrame:
-    """The knee of each setting (machine x `protocol`: the protocol fields to tell apart) and optimizer, with the
-    batch sizes its bootstrap resamples put it at (95 %)."""
+    """The knee of each setting (machine x `protocol`: the protocol fields to tell apart) and optimizer, from the
+    cells' estimates, with the range of the knees of its replicates (each round of the sweep on its own) and how
+    many replicates that range rests on."""
     keys = ["machine", *protocol, "optimizer"]
     rows = []
     for key, g in summary.groupby(keys, observed=True, dropna=False):
         g = g.sort_values("batch_size")
-        low, high = knee_range(list(g["batch_size"]), list(g["update_samples_s"]))
+        low, high, n = knee_range(list(g["batch_size"]), by_replicate(g, "run_epoch_s", "steps_per_epoch"))
         rows.append({**dict(zip(keys, key)), "knee_batch_size": knee(g["batch_size"], g["time_per_update_s"]),
-                     "knee_low": low, "knee_high": high})
-    return pd.DataFrame(rows, columns=[*keys, "knee_batch_size", "knee_low", "knee_high"])
+                     "knee_low": low, "knee_high": high, "knee_replicates": n})
+    return pd.DataFrame(rows, columns=[*keys, "knee_batch_size", "knee_low", "knee_high", "knee_replicates"])
 
 
-def knee_range(sizes: list, samples: list) -> tuple:
-    """The 95 % range of the knee over bootstrap resamples of each batch size's samples, as batch sizes (None:
-    no knee within the grid); (None, None) without two samples at every batch size."""
-    if len(sizes) < 2 or any(len(s) < 2 for s in samples):
-        return None, None
-    dlog = np.diff(np.log(np.asarray(sizes, dtype=float)))
+def by_replicate(cells: pd.DataFrame, column: str = "run_epoch_s", per: str | None = None) -> dict:
+    """{replicate (seed, repeat): [each cell's run value, in the rows' order]} for the replicates every cell has:
+    `column` holds each cell's runs' values (divided by the cell's `per` column, e.g. steps per epoch)."""
+    tables = []
+    for values, replicates, divisor in zip(cells[column], cells["replicates"],
+                                           cells[per] if per else [1] * len(cells)):
+        tables.append({rep: v / divisor for rep, v in zip(replicates, values) if v is not None and v > 0})
+    common = set.intersection(*(set(t) for t in tables)) if tables else set()
+    return {rep: [t[rep] for t in tables] for rep in sorted(common)}
 
-    def index(*groups, axis):
-        logs = np.log(np.stack([np.median(g, axis=axis) for g in groups]))  # batch (x resamples)
-        hit = np.diff(logs, axis=0) / dlog.reshape((-1,) + (1,) * (logs.ndim - 1)) >= KNEE_SLOPE
-        return np.where(hit.any(axis=0), np.argmax(hit, axis=0), len(sizes)).astype(float)
 
-    interval = stats.bootstrap(samples, index)
-    low, high = int(math.floor(interval.low)), int(math.ceil(interval.high))
-    return tuple(None if i >= len(sizes) else sizes[i] for i in (low, high))
+def knee_range(sizes: list, replicates: dict) -> tuple:
+    """(lowest, highest) knee over the replicates' curves as batch sizes (None: no knee within the grid), and the
+    number of replicates; (None, None, n) with fewer than two."""
+    found = [knee(sizes, times) for times in replicates.values()]
+    if len(found) < 2:
+        return None, None, len(found)
+    order = {b: i for i, b in enumerate(sizes)}
+    rank = sorted(found, key=lambda b: order[b] if b is not None else len(sizes))
+    return rank[0], rank[-1], len(found)

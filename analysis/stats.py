@@ -1,5 +1,14 @@
-"""Uncertainty: percentile-bootstrap intervals (scipy.stats.bootstrap) over each cell's steady samples (pooled
-over seeds) or over seeds, and the three-valued verdicts those intervals decide."""
+"""Uncertainty, and the three-valued verdicts intervals decide.
+
+Timings (DESIGN.md, *What counts as evidence*): a cell's estimate is the geometric mean over its independent repeats
+of each repeat's fastest steady sample, with Student's t interval over the repeats on a log scale
+(bench.record.repeats_interval). Statistics of several cells of one sweep (a cost ratio, a slope, a knee) are
+computed per replicate — the runs of one seed and repeat, which ran in the same round of the sweep — and take
+Student's t over the replicates (`replicated`); a comparison of independent cells (two machines, two dispatch
+modes) takes Welch's t on the logs (`welch_ratio`), and an aggregate of such comparisons (a median over
+optimizers) is drawn from each cell's t distribution (`draws`, conservative). A percentile bootstrap that resamples
+three repeats covers about 75 % for a nominal 95 % (the simulation in tests/test_evidence.py shows it): it is not
+used for timings. `bootstrap` remains for statistics over seeds (the experiments')."""
 
 from __future__ import annotations
 
@@ -8,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.stats
+
+from bench import record
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -44,6 +55,71 @@ class Interval:
 
 
 NO_DATA = Interval(math.nan, math.nan, math.nan, 0)
+
+
+def repeats(estimates) -> Interval:
+    """A cell from its repeats' estimates (bench.record.repeats_interval): geometric mean, t interval on logs."""
+    return Interval(*record.repeats_interval(list(estimates), CONFIDENCE))
+
+
+def _t(df: float) -> float:
+    return float(scipy.stats.t.ppf(0.5 + CONFIDENCE / 2, df))
+
+
+def replicated(values, log: bool = True) -> Interval:
+    """A statistic computed once per replicate (one round of the sweep: the runs of one seed and repeat), with
+    Student's t interval over the replicates: on the logarithms for a ratio (`log`), as is for a slope."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x) and (x > 0 or not log)], dtype=float)
+    if len(v) == 0:
+        return NO_DATA
+    w = np.log(v) if log else v
+    back = np.exp if log else (lambda x: x)
+    mean = float(w.mean())
+    if len(w) < 2:
+        return Interval(float(back(mean)), math.nan, math.nan, len(w))
+    half = _t(len(w) - 1) * float(w.std(ddof=1)) / math.sqrt(len(w))
+    return Interval(float(back(mean)), float(back(mean - half)), float(back(mean + half)), len(w))
+
+
+def welch_ratio(a, b) -> Interval:
+    """Geometric mean of `a` over that of `b`, two independent cells' repeat estimates, with Welch's t interval on
+    the logarithms (Welch-Satterthwaite degrees of freedom)."""
+    la = np.log([x for x in a if x and x > 0])
+    lb = np.log([x for x in b if x and x > 0])
+    if not len(la) or not len(lb):
+        return NO_DATA
+    value = float(np.exp(la.mean() - lb.mean()))
+    if len(la) < 2 or len(lb) < 2:
+        return Interval(value, math.nan, math.nan, min(len(la), len(lb)))
+    va, vb = la.var(ddof=1) / len(la), lb.var(ddof=1) / len(lb)
+    if va + vb == 0:
+        return Interval(value, value, value, min(len(la), len(lb)))
+    df = (va + vb) ** 2 / (va ** 2 / (len(la) - 1) + vb ** 2 / (len(lb) - 1))
+    half = _t(df) * math.sqrt(va + vb)
+    return Interval(value, value * math.exp(-half), value * math.exp(half), min(len(la), len(lb)))
+
+
+DRAWS = 4000
+
+
+def draws(estimates, seed: int = 0) -> np.ndarray:
+    """DRAWS values of a cell's geometric-mean estimate from its t sampling distribution (log mean + its standard
+    error x Student's t, repeats - 1 degrees of freedom): what an aggregate over independent cells is computed on.
+    A cell of one repeat has no spread to draw from: its draws are its value (the aggregate's n says so)."""
+    logs = np.log([x for x in estimates if x and x > 0])
+    rng = np.random.default_rng(seed)
+    if len(logs) < 2:
+        return np.full(DRAWS, np.exp(logs.mean()) if len(logs) else np.nan)
+    se = logs.std(ddof=1) / math.sqrt(len(logs))
+    return np.exp(logs.mean() + se * rng.standard_t(len(logs) - 1, DRAWS))
+
+
+def from_draws(value: float, drawn: np.ndarray, n: int, defined: bool = True) -> Interval:
+    """An aggregate's interval from its draws (central 95 %); `defined` False when a cell behind it had one repeat."""
+    if not defined or not np.isfinite(drawn).any():
+        return Interval(value, math.nan, math.nan, n)
+    low, high = np.nanpercentile(drawn, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    return Interval(value, float(low), float(high), n)
 
 
 def bootstrap(groups, statistic) -> Interval:
@@ -95,12 +171,15 @@ class Verdict:
     what: str  # the statistic whose interval decided it
     supported_below: bool  # the claim holds when the statistic is below the threshold
 
+    def decided_by(self) -> str:
+        return f"{self.what}: {self.interval.text('.3g')} vs {self.threshold:g}"
+
     def text(self, spec: str = ".3g") -> str:
         side = ("below" if self.supported_below else "above")
         why = {SUPPORTED: f"lies {side}", CONTRADICTED: f"lies {'above' if self.supported_below else 'below'}",
                NOT_DETERMINED: "straddles"}[self.outcome]
         if not self.interval.defined:
-            why = "is not defined (fewer than two samples in a group)"
+            why = "is not defined (fewer than two independent repeats)"
         return (f"**{self.outcome}**: the 95% interval of {self.what}, {self.interval.text(spec)}, {why} "
                 f"{self.threshold:g} (the claim holds {side} it)")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import statistics
 
-# seconds per update by batch size (median over optimizers, steady-state epochs) and seconds per run
-# outside the timed epochs (tracing, evaluations), from the named result files
+# seconds per update by batch size (median over optimizers of each run's estimate, its fastest steady epoch, as the
+# record type reads it) and seconds per run outside the timed epochs (tracing, evaluations), from the named files
 REFERENCES = {
     "H200-140GB": {
         "what": "NVIDIA H200, Keras on JAX, default dispatch",
@@ -28,8 +28,8 @@ REFERENCES = {
     "Xeon-2c": {
         "what": "Intel Xeon, 2 cores, TensorFlow, default dispatch, probes on",
         "source": "reports/quick.json",
-        "per_update_s": {1: 0.008432, 10: 0.009429, 100: 0.014042, 1000: 0.072439, 3000: 0.163835},
-        "per_run_s": 5.96,
+        "per_update_s": {1: 0.00811, 10: 0.008976, 100: 0.013524, 1000: 0.062423, 3000: 0.154076},
+        "per_run_s": 8.58,
     },
 }
 
@@ -69,6 +69,23 @@ def from_store(entries, machine_id: str, backend: str, mode: str):
     if len(per_bs) < 2:
         return None
     return ({b: statistics.median(v) for b, v in per_bs.items()}, statistics.median(overhead), len(overhead))
+
+
+def remaining(cells, finished) -> float | None:
+    """Seconds the `cells` left should take, from this sweep's `finished` records (bench.record.Record): their
+    per-update times by batch size (log-log interpolated between, as per_update) and their median time outside
+    the timed epochs; None before two batch sizes have finished."""
+    per_bs, overhead = {}, []
+    for r in finished:
+        per_bs.setdefault(r.batch_size, []).append(r.time_per_update_s)
+        overhead.append(max(0.0, r.fit_wall_s - sum(r.epoch_times_s)) + _OUTSIDE_FIT_S)
+    if len(per_bs) < 2:
+        return None
+    table = {b: statistics.median(v) for b, v in per_bs.items()}
+    return seconds(cells, table, statistics.median(overhead))
+
+
+_OUTSIDE_FIT_S = 1.5  # a run's model build and final evaluations, outside fit_wall_s (measured on a 2-core CPU)
 
 
 def duration(s: float) -> str:

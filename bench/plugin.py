@@ -18,7 +18,7 @@ from bench.session import SESSION_OPTIONS, Session, all_flags, dest, is_timing
 
 BENCH_DIR = Path(__file__).resolve().parent
 SESSION = pytest.StashKey[Session]()
-SWITCHES = {"--no-probes", *(f for f, (default, _) in SESSION_OPTIONS.items() if default is False)}
+SWITCHES = {"--no-probes", "--probes", *(f for f, (default, _) in SESSION_OPTIONS.items() if default is False)}
 
 
 def pytest_addoption(parser):
@@ -138,6 +138,8 @@ def run_cell(request, benchmark, bench_session):
             pytest.fail(str(exc), pytrace=False)
         adapter.fill(benchmark, group_of(cell), cell.params, rec.to_dict(),
                      rec.steady_samples_s if is_timing(rec) else None)
+        for line in bench_session.progress(cell, rec):
+            _say(config, line)
         if rec.status == "interrupted":
             raise KeyboardInterrupt  # recorded and stored: now stop the sweep as the user asked
         if rec.status != "ok":

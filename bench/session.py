@@ -68,6 +68,8 @@ class Session(experiments.Context):
     to_run: list = field(default_factory=list)  # the cells left after selection
     untimed: list = field(default_factory=list)  # (node id, cell, record) of runs that are not timings
     unstable: list = field(default_factory=list)  # (node id, reason) of cells whose kept timing is unstable
+    done: list = field(default_factory=list)  # (cell, record) of every run of this session, in order
+    started_at: float | None = None  # time.monotonic() of the first run
 
     @classmethod
     def from_options(cls, given: dict) -> "Session":
@@ -202,7 +204,43 @@ class Session(experiments.Context):
             self.untimed.append((nodeid, cell, kept))
         if kept.unstable and kept.status in record.FINISHED:
             self.unstable.append((nodeid, kept.unstable_reason))
+        self.done.append((cell, kept))
         return kept
+
+    def progress(self, cell: RunConfig, rec: record.Record) -> list[str]:
+        """The lines to print after a run: its estimate, the cell's estimate and interval once its last repeat of
+        this sweep is done, and the sweep's remaining time re-estimated from the runs done so far."""
+        import time
+
+        from bench import estimate
+
+        self.started_at = self.started_at or time.monotonic()
+        per = rec.time_per_update_s
+        line = (f"  {cell.test_id}: {rec.status}" + (f", {per * 1000:.4g} ms/update (fastest of "
+                                                     f"{len(rec.steady_samples_s)} epochs)" if per else ""))
+        lines = [line + (f"; unstable: {rec.unstable_reason}" if rec.unstable else "")]
+        mine = [r for c, r in self.done if _same_cell(c, cell)]
+        if len(mine) == sum(1 for c in self.to_run if _same_cell(c, cell)) and len(mine) > 1:
+            value, low, high, n = record.repeats_interval([r.time_per_update_s for r in mine])
+            if n >= 2:
+                lines.append(f"  cell {cell.optimizer} batch {cell.label}: {value * 1000:.4g} ms/update "
+                             f"[{low * 1000:.4g}, {high * 1000:.4g}] (95% interval over {n} repeats)")
+        left = self.to_run[len(self.done):]
+        if left:
+            finished = [r for _, r in self.done if r.status == "ok" and r.time_per_update_s]
+            seconds = estimate.remaining(left, finished)
+            if seconds is not None:
+                lines.append(f"  {len(self.done)} of {len(self.to_run)} runs done; about {estimate.duration(seconds)} "
+                             "left (re-estimated from this sweep's runs)")
+        return lines
+
+
+def _same_cell(a: RunConfig, b: RunConfig) -> bool:
+    """The same cell of the grid: everything but the repeat (and the seed: timings pool over seeds)."""
+    return (a.experiment, a.profile, a.optimizer, a.batch_size, a.full_batch, a.budget, a.learning_rate,
+            a.role, a.dispatch, a.train_size, a.epochs) == (b.experiment, b.profile, b.optimizer, b.batch_size,
+                                                            b.full_batch, b.budget, b.learning_rate, b.role,
+                                                            b.dispatch, b.train_size, b.epochs)
 
 
 def is_timing(rec: record.Record) -> bool:

@@ -14,7 +14,7 @@ import time
 import numpy as np
 from dataclasses import asdict, dataclass, field
 
-from bench import backends
+from bench import backends, samples
 from bench.experiments.base import Plan
 from bench.gpu import GpuSampler
 from bench.grid import MAX_CURVE_POINTS, RunConfig
@@ -85,16 +85,19 @@ def _epoch_clock_class(keras):
             self.validation, self.test_each_epoch = validation, test_each_epoch
             self.times, self.test_acc, self.test_loss, self.train_loss = [], [], [], []
             self.val_acc, self.val_loss = [], []
+            self.causes = []  # per epoch: bench.samples.between (process CPU, GC, host steal, others' CPU)
             self.diverged = False
-            self._start = None
+            self._start = self._reading = None
 
         def on_epoch_begin(self, epoch, logs=None):
             self.sampler.start_epoch(steady=epoch > 0)  # the first epoch compiles: not sampled
+            self._reading = samples.read()
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             loss = float(logs["loss"])  # a host read: waits for the device to finish the epoch
             self.times.append(time.perf_counter() - self._start)
+            self.causes.append(samples.between(self._reading, samples.read()))
             self.sampler.end_epoch()
             if SIGINT.seen:
                 raise KeyboardInterrupt  # a Ctrl-C that a library swallowed during this epoch
@@ -267,9 +270,12 @@ def _finite(x):
     return x if x is not None and math.isfinite(x) else None
 
 
-def timing(cfg: RunConfig, times: list, peak: dict | None) -> dict:
-    """The record's timing and efficiency fields from the epoch times (steady state: bench.record.steady_timing)."""
-    steady = steady_timing(times)
+def timing(cfg: RunConfig, times: list, peak: dict | None, causes: list | None = None) -> dict:
+    """The record's timing and efficiency fields from the epoch times and what each epoch's measurements say
+    (bench.samples; steady state: bench.record.steady_timing)."""
+    causes = causes or []
+    lists = {k: [c[k] for c in causes] for k in ("cpu_s", "gc_s", "steal_s", "others_s")}
+    steady = steady_timing(times, lists["cpu_s"], lists["gc_s"], lists["steal_s"], lists["others_s"])
     epoch_time = steady["epoch_time_s"]
     # examples per timed epoch: the training subset, or one interval of a fixed update budget
     examples = cfg.steps_per_epoch * cfg.batch_size if cfg.total_updates else cfg.train_size
@@ -278,6 +284,8 @@ def timing(cfg: RunConfig, times: list, peak: dict | None) -> dict:
     peak_gflops = (peak or {}).get("matmul_gflops")
     return {
         "epoch_times_s": [float(t) for t in times],
+        "epoch_cpu_s": lists["cpu_s"], "epoch_gc_s": lists["gc_s"], "epoch_steal_s": lists["steal_s"],
+        "epoch_others_s": lists["others_s"],
         "first_epoch_s": float(times[0]) if times else None,
         **steady,
         "time_per_update_s": epoch_time / cfg.steps_per_epoch if epoch_time else None,
@@ -344,7 +352,7 @@ def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, atte
         dtype=backends.current().keras.config.floatx(), seed=cfg.seed, train_size=cfg.train_size,
         test_size=s.test_size, epochs=cfg.epochs, epochs_done=len(clock.times),
         learning_rate=s.learning_rate, updates=_updates(cfg, s), steps_per_epoch=cfg.steps_per_epoch,
-        fit_wall_s=out.fit_wall_s, **timing(trained, clock.times, peak),
+        fit_wall_s=out.fit_wall_s, **timing(trained, clock.times, peak, clock.causes),
         train_loss=_finite(out.train_eval["loss"] and float(out.train_eval["loss"])),
         train_accuracy=out.train_eval["accuracy"] and float(out.train_eval["accuracy"]),
         test_loss=clock.test_loss[-1] if clock.test_loss and ok else None,
@@ -361,7 +369,8 @@ def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, atte
         host_memory_peak_mib=memory["peak_mib"], host_memory_run_mib=memory["run_mib"],
         host_memory_source=memory["source"],
         diverged=out.status == "diverged", gpu=Gpu(**s.sampler.summary()), dispatch=dispatch(cfg, s.model),
-        attempt=attempt, lr_setting=cfg.learning_rate, code_version=code_version, **(plan.fields or {}),
+        attempt=attempt, repeat=cfg.repeat, repeats=cfg.repeats, lr_setting=cfg.learning_rate,
+        code_version=code_version, **(plan.fields or {}),
     )
     if plan.part is not None:
         hessian = probe_fields["hessian"]

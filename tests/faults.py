@@ -3,8 +3,11 @@
     BENCH_FAULT=error:TEST_ID                 that cell's training raises (a framework failure of one cell)
     BENCH_FAULT=slow:TEST_ID:EPOCH:SECONDS    that cell's epoch EPOCH (1-based) takes SECONDS longer, in its first
                                               attempt only (a rerun of the cell is undisturbed)
+    BENCH_FAULT=gc:TEST_ID:EPOCH:SECONDS      the same, the time spent in Python's garbage collector (full
+                                              collections over a large live heap, built before training)
 """
 
+import gc
 import os
 import time
 
@@ -20,7 +23,7 @@ def pytest_configure(config):
     seen = []
 
     def fit_epochs(model, x, y, cfg, callbacks=(), use=None):
-        if cfg.test_id != test_id or (kind == "slow" and seen):
+        if cfg.test_id != test_id or (kind in ("slow", "gc") and seen):
             return original(model, x, y, cfg, callbacks, use)
         seen.append(cfg.test_id)
         if kind == "error":
@@ -28,12 +31,22 @@ def pytest_configure(config):
         from bench.backends import current
 
         epoch, seconds = int(rest[0]), float(rest[1])
+        heap = [[i] for i in range(300_000)] if kind == "gc" else None  # tracked containers: each full gc walks them
 
         class Slow(current().keras.callbacks.Callback):
             def on_epoch_begin(self, e, logs=None):
-                if e + 1 == epoch:
-                    time.sleep(seconds)  # after the clock started: inside the timed epoch
+                if e + 1 != epoch:
+                    return
+                if kind == "gc":  # after the clock started: inside the timed epoch
+                    until = time.perf_counter() + seconds
+                    while time.perf_counter() < until:
+                        gc.collect()
+                else:
+                    time.sleep(seconds)
 
-        return original(model, x, y, cfg, [*callbacks, Slow()], use)
+        try:
+            return original(model, x, y, cfg, [*callbacks, Slow()], use)
+        finally:
+            del heap
 
     train.fit_epochs = fit_epochs

@@ -10,7 +10,7 @@ import sys
 import matplotlib.pyplot as plt
 import pytest
 
-from bench import estimate, grid, train
+from bench import estimate, grid, record, train
 from bench.model import LAYERS, flops_per_example
 
 from .helpers import FIXTURES, ROOT, cfg
@@ -136,9 +136,10 @@ def test_estimate_interpolates_measured_per_update_times():
     assert estimate.per_update(table, 50000) == pytest.approx(2.0)  # beyond: proportional to the batch
     cells = grid.parse_sweep("smoke", batch_sizes="1,100").cells()
     sgd = [c for c in cells if c.optimizer == "sgd"]
-    assert estimate.seconds(sgd, table, 1.0) == pytest.approx(2000 * 0.001 + 20 * 0.004 + 2.0)
+    # smoke: 200 examples x 6 epochs, 3 repeats: 1,200 updates at batch 1 and 12 at batch 100 per repeat
+    assert estimate.seconds(sgd, table, 1.0) == pytest.approx(3 * (1200 * 0.001 + 12 * 0.004 + 2.0))
     lines = estimate.lines(grid.parse_sweep("lecture").cells())
-    assert lines[0].startswith("estimate: 42 runs, 7,777,840 updates (lecture: 50,000 examples x 20 epochs")
+    assert lines[0].startswith("estimate: 126 runs, 23,333,520 updates (lecture: 50,000 examples x 20 epochs")
     assert any("H200-140GB" in line and " h " in line for line in lines)
 
 
@@ -148,10 +149,10 @@ def test_reference_times_are_the_committed_measurements(label):
     doc = json.loads((ROOT / ref["source"]).read_text())
     per_bs, over = {}, []
     for b in doc["benchmarks"]:
-        r = b["extra_info"]
-        if r["status"] == "ok":
-            per_bs.setdefault(r["batch_size"], []).append(r["time_per_update_s"])
-            over.append(r["fit_wall_s"] - r["epochs"] * r["epoch_time_s"])
+        r = record.Record.from_dict(b["extra_info"])  # today's estimate, as every reader sees it
+        if r.status == "ok":
+            per_bs.setdefault(r.batch_size, []).append(r.time_per_update_s)
+            over.append(r.fit_wall_s - r.epochs * r.epoch_time_s)
     assert doc["machine_info"].get("machine_label", label).startswith(label.split("-")[0])
     for bs, t in ref["per_update_s"].items():
         assert t == pytest.approx(statistics.median(per_bs[bs]), rel=1e-3), bs

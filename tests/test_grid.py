@@ -7,26 +7,30 @@ from bench import grid
 
 def test_profiles_match_design():
     smoke = grid.parse_sweep("smoke")
-    assert (smoke.train_size, smoke.batch_sizes) == (500, (1, 10, 100, grid.FULL))
+    assert (smoke.train_size, smoke.batch_sizes, smoke.repeats) == (200, (1, 10, 100, grid.FULL), 3)
     quick = grid.parse_sweep()
-    assert (quick.profile, quick.train_size, quick.batch_sizes) == ("quick", 3_000, (1, 10, 100, 1000, grid.FULL))
+    assert (quick.profile, quick.train_size, quick.batch_sizes) == ("quick", 500, (1, 10, 100, grid.FULL))
+    assert (quick.epochs, quick.repeats, quick.probes) == (6, 3, False)  # the main command: no probes
     lecture = grid.parse_sweep("lecture")
-    assert (lecture.train_size, lecture.epochs) == (50_000, 20)
+    assert (lecture.train_size, lecture.epochs, lecture.repeats) == (50_000, 20, 3)
     assert lecture.batch_sizes[-1] == grid.FULL
+    assert all(p.target.split == "validation" for p in grid.PROFILES.values())
 
 
 @pytest.mark.parametrize("profile", list(grid.PROFILES))
-def test_every_profile_gives_each_cell_enough_steady_samples(profile):
+def test_every_profile_gives_each_cell_enough_repeats_and_steady_samples(profile):
     from bench.record import MIN_SAMPLES
 
-    assert grid.parse_sweep(profile).epochs - 1 >= MIN_SAMPLES  # the first epoch compiles
+    sweep = grid.parse_sweep(profile)
+    assert sweep.epochs - 1 >= MIN_SAMPLES and sweep.repeats >= 3  # the first epoch compiles
 
 
-def test_smoke_grid_has_28_cells_with_readable_ids():
+def test_smoke_grid_has_28_cells_in_3_repeats_with_readable_ids():
     cells = grid.parse_sweep("smoke").cells()
-    assert len(cells) == 28
-    assert len({c.test_id for c in cells}) == 28
-    assert "adam-bs100-seed0" in {c.test_id for c in cells}
+    assert len(cells) == 28 * 3
+    assert len({c.test_id for c in cells}) == 28 * 3
+    assert {"adam-bs100-seed0-r1", "adam-bs100-seed0-r3"} <= {c.test_id for c in cells}
+    assert "adam-bs100-seed0" in {c.test_id for c in grid.parse_sweep("smoke", repeats="1").cells()}
 
 
 def test_overrides():
@@ -35,10 +39,13 @@ def test_overrides():
     assert sweep.train_size == 500 and sweep.epochs == 3 and sweep.activation == "relu"
     assert sweep.optimizers == ("adam", "sgd") and sweep.seeds == (0, 1, 2)
     cells = sweep.cells()
-    assert len(cells) == 2 * 3 * 3
+    assert len(cells) == 2 * 3 * 3 * 3  # optimizers x batch sizes x seeds x repeats
     full = [c for c in cells if c.full_batch]
     assert {c.batch_size for c in full} == {500}
-    assert {c.test_id for c in full} >= {"adam-bsfull-seed2"}
+    assert {c.test_id for c in full} >= {"adam-bsfull-seed2-r3"}
+    assert len(grid.parse_sweep("smoke", repeats="5").cells()) == 28 * 5
+    with pytest.raises(grid.BadOption, match="--repeats: 0 is out of range"):
+        grid.parse_sweep("smoke", repeats="0")
 
 
 def test_smaller_train_size_drops_batch_sizes_that_do_not_fit():

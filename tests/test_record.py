@@ -39,6 +39,10 @@ def test_every_committed_record_reads_back_through_the_record_type(path):
         out = record.Record.from_dict(data, where=f"{path.name}[{i}]").to_dict()
         assert out == record.upgrade(data) and record.upgrade(out) == out and out["schema"] == record.SCHEMA
         moved = {"schema"} | ({"tuning"} if data.get("tuning") else set())  # the tuning's role moved up in schema 3
+        if data["schema"] != record.SCHEMA:  # schema 4 redefined the estimate: recomputed from the epoch times
+            moved |= set(record.RECOMPUTED_IN_V4)
+            timing = record.steady_timing(data["epoch_times_s"]) if len(data.get("epoch_times_s") or []) > 1 else {}
+            assert all(out[k] == timing[k] for k in timing if k in record.RECOMPUTED_IN_V4)
         assert _contains(out, {k: v for k, v in data.items() if k not in moved}), "an upgrade changed a value"
         if data.get("tuning"):
             assert out["role"] == data["tuning"]["role"]

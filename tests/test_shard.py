@@ -53,14 +53,14 @@ def test_shards_of_the_collected_grid_partition_it(tmp_path):
     every = run(sweep_cmd(*base, store=tmp_path / "all.jsonl"))
     assert every.returncode == 0, every.stderr
     everything = {line for line in every.stdout.splitlines() if "::" in line}
-    assert len(everything) == 12
+    assert len(everything) == 12 * 3  # 12 cells x 3 repeats
     seen = []
     for k in (1, 2, 3):
         store = tmp_path / f"shard-{k}-of-3.jsonl"
         proc = run(sweep_cmd(*base, "--shard", f"{k}/3", store=store))
         assert proc.returncode == 0, proc.stderr
         mine = [line for line in proc.stdout.splitlines() if "::" in line]
-        assert f"shard {k}/3: {len(mine)} of 12 cells" in proc.stdout
+        assert f"shard {k}/3: {len(mine)} of 36 cells" in proc.stdout
         plan = shard.read_plan(store)
         assert plan["shard"] == (k, 3) and len(plan["cells"]) == len(plan["keys"]) == len(mine)
         assert {f"bench/test_train.py::test_train[{c}]" for c in plan["cells"]} == set(mine)

@@ -143,7 +143,7 @@ def test_resume_from_a_store_with_a_bad_line_uses_every_valid_record(tmp_path):
         f.write("not json\n")
     proc = run(sweep_cmd("--collect-only", "-q", *TINY, "--resume", store=path), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"resume: 1 of 4 cells already in {path}, skipped; 3 to run" in proc.stdout
+    assert f"resume: 1 of 12 cells already in {path}, skipped; 11 to run" in proc.stdout  # 4 cells x 3 repeats
     assert f"{path}:2: not a JSON line" in proc.stdout and "Traceback" not in proc.stderr
 
 

@@ -34,17 +34,19 @@ def speed_vs_stability(summary: pd.DataFrame, finding) -> plt.Figure:
 
 
 def learning_curves(runs: pd.DataFrame, finding) -> plt.Figure:
-    """Figure 5: test accuracy per epoch, a panel per optimizer, colour by batch size."""
+    """Figure 5: accuracy per epoch on the target's split (validation; test in older records), a panel per
+    optimizer, colour by batch size."""
+    split = finding.split
     rows = [{"optimizer": r["optimizer"], "batch": r["batch_label"], "batch_size": r["batch_size"],
-             "epoch": i + 1, "test accuracy": acc}
-            for _, r in runs.iterrows() for i, acc in enumerate(r["test_accuracy_by_epoch"] or [])]
+             "epoch": i + 1, f"{split} accuracy": acc}
+            for _, r in runs.iterrows() for i, acc in enumerate(r["accuracy_by_epoch"] or [])]
     data = pd.DataFrame(rows).sort_values("batch_size")
     order = list(dict.fromkeys(data["batch"]))
-    grid = sns.relplot(data=data, x="epoch", y="test accuracy", hue="batch", hue_order=order, col="optimizer",
+    grid = sns.relplot(data=data, x="epoch", y=f"{split} accuracy", hue="batch", hue_order=order, col="optimizer",
                        col_order=list(dict.fromkeys(runs["optimizer"])),
                        col_wrap=min(4, data["optimizer"].nunique()), kind="line", marker="o", height=2.8,
                        palette="viridis", errorbar=("pi", 100))
-    grid.set_axis_labels("epoch", "test accuracy")
+    grid.set_axis_labels("epoch", f"{split} accuracy")
     for ax in grid.axes.flat:
         ax.set_xticks(sorted(data["epoch"].unique()))
     grid.figure.suptitle(finding.title(), y=1.02)

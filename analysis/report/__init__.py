@@ -69,13 +69,21 @@ def protocol_section(runs: pd.DataFrame) -> str:
     prot["target"] = [f"{t:.2f} {on} accuracy" for t, on in zip(*_targets(runs, keys, prot))]
     lrs = runs.groupby("optimizer", sort=False)["learning_rate"].first().reset_index()
     return ("## Protocol\n\n" + table(prot) + "\n\nLearning rates (fixed hyperparameters):\n\n" + table(lrs)
-            + "\n\nEvery timing rests on the steady samples of its cell: the epochs after the first (the first "
-              "traces and compiles; its excess over a steady epoch is `compile s`), pooled over seeds, evaluation "
-              "excluded. Intervals are 95 % percentile-bootstrap intervals over those samples (and over "
-              "optimizers where a number is a median over them), with n the samples behind them. `time to "
-              "target` is steady time: the epochs until the accuracy on the target's split (the validation split, "
-              "the last 10,000 training images, in every current profile) first reaches the profile's target, at "
-              "the steady epoch's time.\n")
+            + "\n\n" + TIMING_NOTE + "\n")
+
+
+TIMING_NOTE = (
+    "Every timing rests on independent repeats of its cell (each a fresh model instance, run in its own round of the "
+    "sweep so that a slow spell of the host lands on different cells' repeats; seeds count as repeats) and on the "
+    "steady samples of each repeat: the epochs after the first (the first traces and compiles; its excess over the "
+    "estimate is `compile s`), evaluation excluded. Noise on a shared host only adds time, so a repeat's estimate "
+    "is its fastest sample, and a cell's estimate the geometric mean of its repeats' estimates, with Student's t "
+    "95 % interval over the repeats on a log scale (n = repeats; its coverage is checked by simulation in "
+    "tests/test_evidence.py). Ratios, slopes and knees within a sweep are computed per replicate (the runs of one "
+    "seed and repeat, one round) with t over the replicates; between independent cells (two machines, two dispatch "
+    "modes), Welch's t on the logs, or draws from each cell's t distribution for a median over optimizers. `time to "
+    "target` is steady time: the epochs until the accuracy on the target's split (the validation split, the last "
+    "10,000 training images, in every current profile) first reaches the profile's target, at the cell's estimate.")
 
 
 def _targets(runs, keys, prot) -> tuple[list, list]:
@@ -88,33 +96,54 @@ def _targets(runs, keys, prot) -> tuple[list, list]:
 
 def verdicts_section(f: Findings) -> str:
     """Each claim's verdict in each machine and dispatch mode, and the interval that decided it."""
-    machines = len({c.machine for c in f.claims})
     rows = []
     for c in f.claims:
-        for name, v in (("1: a batch-10 update costs about as much as a batch-1 update", c.claim1),
-                        ("2: past a knee, time per update grows with the batch", c.claim2)):
+        for key, name, v in (("1", "1: a batch-10 update costs about as much as a batch-1 update", c.claim1),
+                             ("2", "2: flat up to a knee, then time per update grows with the batch", c.claim2)):
             if v is not None:
-                rows.append({"claim": name, "setting": c.label(machines), "verdict": f"**{v.outcome}**",
-                             "decided by (95% interval)": f"{v.what}: {v.interval.text('.3g')} vs {v.threshold:g}"})
+                at = c.sensitivity.get(key, {})
+                rows.append({"claim": name, "setting": f"{c.machine} ({c.device}), {c.backend}, {c.mode}",
+                             "verdict": f"**{v.outcome}**" + (" (on a CPU: the claim is about a GPU)"
+                                                             if c.device == "CPU" else ""),
+                             "decided by (95% interval)": v.decided_by(),
+                             "at half / double the threshold": " / ".join(f"{o} ({t:g})" for t, o in at.items())})
     if isinstance(f.escape, EscapeFinding):
         rows += escape_verdict_rows(f.escape)
     if not rows:
         return ""
     modes = "; ".join(f"`{c.mode}` measures {c.measures}" for c in {c.mode: c for c in f.claims}.values())
-    return ("## Verdicts\n\n" + table(pd.DataFrame(rows)) + "\n\nA claim is supported when the whole interval "
-            "lies on its side of the threshold, contradicted when it lies on the other side, not determined when "
-            "it straddles it or there is no interval." + (f" Timings are judged per dispatch mode: {modes}." if modes
-                                                          else "") + "\n")
+    return ("## Verdicts\n\n" + table(pd.DataFrame(rows).fillna("")) + "\n\nA claim is supported when the whole "
+            "interval lies on its side of the threshold, contradicted when it lies on the other side, not determined "
+            "when it straddles it or there is no interval (fewer than two independent repeats). Claim 2 tests both "
+            "halves: the slope between the two smallest batch sizes must lie below the knee's slope (flat) and the "
+            "steepest slope above it (growth); a cost growing from the smallest batch on contradicts it. Each verdict "
+            "is repeated at half and at double its threshold (claim 1: half and double the 0.5 excess over 1)."
+            + (f" Timings are judged per setting (machine, backend, dispatch mode): {modes}." if modes else "")
+            + "\n")
 
 
 def unstable_section(f: Findings) -> str:
     u = f.unstable
     if u is None or u.empty:
         return ""
-    rows = u.assign(mode=u["dispatch.mode"])[["machine", "mode", "optimizer", "batch_label", "unstable_reason"]]
-    return (f"## Unstable timings ({len(u)} of {len(f.by_mode)} cells)\n\nDrawn hollow in the figures; measure "
-            "them again with `--rerun-unstable N`, or by node id.\n\n"
-            + table(rows.rename(columns={"batch_label": "batch", "unstable_reason": "why"})) + "\n")
+    rows = u.assign(mode=u["dispatch.mode"], backend=u["dispatch.backend"], slow=u["slow_causes"].fillna("–"))[
+        ["machine", "backend", "mode", "optimizer", "batch_label", "slow", "unstable_reason"]]
+    counts = {}
+    for text in u["slow_causes"].dropna():
+        for part in text.split(", "):
+            n, cause = part.split(" ", 1)
+            counts[cause] = counts.get(cause, 0) + int(n)
+    causes = ", ".join(f"{n} {c}" for c, n in counts.items()) or "none measured"
+    return (f"## Unstable timings ({len(u)} of {len(f.by_mode)} cells)\n\nA repeat is unstable when its steady "
+            "samples spread more than 10 % around their median (1.4826 x median absolute deviation / median: one slow "
+            "sample among five does not move it), when it has fewer than 5 of them, or when its estimate is slower "
+            "than its compile epoch. Each sample more than 10 % above its repeat's estimate is attributed from its own "
+            "measurements: `gc` (Python's garbage collector ran for at least half the excess), `host` (the host's "
+            "steal time or other processes' CPU time covers half of it), `process` (this process spent that much "
+            "more CPU time: its own or the framework's extra work) or `unexplained`. The slow samples of these "
+            f"cells: {causes}. Drawn hollow in the figures; measure them again with `--rerun-unstable N`, or by node "
+            "id.\n\n" + table(rows.rename(columns={"batch_label": "batch", "slow": "slow samples",
+                                                    "unstable_reason": "why"})) + "\n")
 
 
 def epoch_time_text(f) -> str:
@@ -129,7 +158,7 @@ def epoch_time_text(f) -> str:
 
 def _knees(c) -> str:
     def one(opt, k, lo, hi):
-        spread = "" if (lo, hi) == (None, None) else f" (95% of resamples: {_b(lo)} to {_b(hi)})"
+        spread = "" if (lo, hi) == (None, None) else f" (replicates: {_b(lo)} to {_b(hi)})"
         return f"{opt} {_b(k) if k is not None else 'none in the grid'}{spread}"
 
     return ", ".join(one(*k) for k in c.knees) or "none"
@@ -225,7 +254,7 @@ def dispatch_text(f) -> str:
 
 
 def learning_curves_text(f) -> str:
-    return ("Mean final test accuracy over optimizers by batch size: "
+    return (f"Mean final {f.split} accuracy over optimizers by batch size: "
             + ", ".join(f"{b}: {fmt(a, '.3f')}" for b, a in f.final_by_batch.items()) + ".")
 
 

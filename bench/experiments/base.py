@@ -88,8 +88,12 @@ class Grid(Experiment):
     def cells(self, given: dict) -> list[RunConfig]:
         from bench.backends import optimizer_names
 
-        values = {dest: given.get(flag) for flag, (dest, _) in grid.COMMON_OPTIONS.items() if flag != "--no-probes"}
-        return grid.parse_sweep(**values, discover=optimizer_names, probes=not given.get("--no-probes")).cells()
+        values = {dest: given.get(flag) for flag, (dest, _) in grid.COMMON_OPTIONS.items()
+                  if flag not in ("--no-probes", "--probes")}
+        if given.get("--probes") and given.get("--no-probes"):
+            raise BadOption("--probes and --no-probes: give one of them")
+        probes = True if given.get("--probes") else False if given.get("--no-probes") else None
+        return grid.parse_sweep(**values, discover=optimizer_names, probes=probes).cells()
 
 
 REGISTRY: dict[str, Experiment] = {}

@@ -30,11 +30,18 @@ from bench.record.tuning import Trial, Tuning
 SCHEMA = "mnist-mlp-bench/4"
 SCHEMAS = ("mnist-mlp-bench/1", "mnist-mlp-bench/2", "mnist-mlp-bench/3", SCHEMA)  # what the reader accepts (older ones are upgraded)
 
-# What counts as evidence (DESIGN.md): a timing rests on at least MIN_SAMPLES steady samples; a cell whose samples
-# spread more than UNSTABLE_SPREAD around their median, or whose median is slower than the compile epoch (beyond
-# the same tolerance: where compilation is a second of a 30 s epoch, the two differ by noise alone), is unstable.
-MIN_SAMPLES = 3
+# What counts as evidence (DESIGN.md): a run's timing rests on at least MIN_SAMPLES steady samples; noise on a shared
+# host only adds time, so its estimate is the fastest sample (ESTIMATOR); it is unstable when its samples spread more
+# than UNSTABLE_SPREAD around their median (a robust spread: the scaled median absolute deviation, which one slow
+# sample among five does not move), or when its estimate is slower than the compile epoch (beyond the same tolerance:
+# where compilation is a second of a 30 s epoch, the two differ by noise alone). A sample more than SLOW above the
+# estimate is slow, and is attributed to what its own measurements explain (sample_cause).
+MIN_SAMPLES = 5
 UNSTABLE_SPREAD = 0.10
+SLOW = 0.10
+MAD_SCALE = 1.4826  # makes the median absolute deviation estimate a normal distribution's standard deviation
+ESTIMATOR = "minimum of the steady samples"
+CAUSES = ("gc", "host", "process", "unexplained", "not measured")
 DEFAULT_STORE = ".benchmarks/mnist-mlp-bench-runs.jsonl"
 
 # Statuses that are results: --resume skips their cells. `error` and `interrupted` cells run again.
@@ -194,15 +201,31 @@ class Record:
     first_epoch_s: float | None = _f("the first epoch, which includes tracing and compilation")
     steady_samples_s: list[float] = _f("the timing's samples: the steady epochs (every epoch after the first)",
                                        factory=list)
-    epoch_time_s: float | None = _f("steady state: the median of steady_samples_s")
+    sample_unit: str = _f("what one sample is: epoch (a whole epoch's training steps)", "epoch")
+    epoch_cpu_s: list[float | None] = _f("the process's CPU time (all threads) in each epoch (s)", factory=list)
+    epoch_gc_s: list[float | None] = _f("time Python's garbage collector ran in each epoch (gc.callbacks; s)",
+                                        factory=list)
+    epoch_steal_s: list[float | None] = _f("the host's steal time in each epoch, all CPUs (/proc/stat; None where "
+                                           "there is none; s)", factory=list)
+    epoch_others_s: list[float | None] = _f("CPU time other processes of this machine used in each epoch, all CPUs "
+                                            "(/proc/stat less this process's; s)", factory=list)
+    sample_causes: list[str | None] = _f("per steady sample: None, or why it is slow (more than SLOW above the "
+                                         "estimate): gc, host (steal or other processes), process (this process did "
+                                         "more CPU work), unexplained, or not measured (older records)", factory=list)
+    epoch_time_s: float | None = _f("the run's steady estimate: the fastest steady sample (noise on a shared host only "
+                                    "adds time)")
+    epoch_time_median_s: float | None = _f("the median of steady_samples_s", None)
     epoch_time_iqr_s: float | None = _f("interquartile range of steady_samples_s", None)
-    spread: float | None = _f("epoch_time_iqr_s / epoch_time_s: how much the samples spread around their median", None)
+    spread: float | None = _f("robust spread of the steady samples: 1.4826 x median absolute deviation / median", None)
     compile_s: float | None = _f("first_epoch_s - epoch_time_s: tracing and compilation, never part of steady time",
                                  None)
-    unstable: bool = _f("the samples spread more than UNSTABLE_SPREAD, or their median is slower than the compile "
-                        "epoch", False)
+    unstable: bool = _f("fewer than MIN_SAMPLES steady samples, a spread above UNSTABLE_SPREAD, or an estimate slower "
+                        "than the compile epoch", False)
     unstable_reason: str | None = _f("why the timing is unstable", None)
     attempt: int = _f("1 for the first run of the cell in a sweep; reruns of an unstable cell count up", 1)
+    repeat: int = _f("which independent repeat of the cell this run is, 1 to repeats (a fresh model instance, run in "
+                     "its own round of the sweep); part of the run key", 1)
+    repeats: int = _f("repeats of the cell the sweep asked for (--repeats)", 1)
     time_per_update_s: float | None = _f("epoch_time_s / steps_per_epoch")
     examples_per_s: float | None = _f("training examples per second in the steady state")
     train_loss: float | None = _f("loss on the training subset after the last epoch")
@@ -365,31 +388,84 @@ def _build(cls, data: dict, where: str):
 
 # --- timing -----------------------------------------------------------------------------------------------
 
-def steady_timing(epoch_times: list) -> dict:
-    """The record's timing fields from a run's epoch times: the steady samples (every epoch after the first,
-    whose first steps trace and compile), their median and spread, the compile time, and whether the timing is
-    unstable (fewer than MIN_SAMPLES samples, a spread above UNSTABLE_SPREAD, or a sample slower than the
-    compile epoch: its median more than UNSTABLE_SPREAD above the first epoch, which also compiled)."""
+def _at(values, i):
+    return values[i] if values is not None and i < len(values) else None
+
+
+def sample_cause(excess: float, i: int, fastest: int, cpu=None, gc=None, steal=None, others=None,
+                 cpus: int | None = None) -> str:
+    """Why epoch `i` took `excess` seconds more than the fastest, epoch `fastest`, by its own measurements: `gc`
+    when the garbage collector ran at least half the excess; `host` when the host's steal time or other processes'
+    CPU time, spread over the machine's `cpus`, covers at least half of it; `process` when this process spent that
+    much more CPU time than in the fastest epoch (its own or the framework's extra work); else `unexplained`."""
+    if all(x is None for x in (cpu, gc, steal, others)):
+        return "not measured"  # a record from before the samples' measurements
+    cpus = max(1, cpus or os.cpu_count() or 1)
+    half = excess / 2
+    if (_at(gc, i) or 0.0) >= half:
+        return "gc"
+    if ((_at(steal, i) or 0.0) + (_at(others, i) or 0.0)) / cpus >= half:
+        return "host"
+    mine, base = _at(cpu, i), _at(cpu, fastest)
+    if mine is not None and base is not None and (mine - base) / cpus >= half:
+        return "process"
+    return "unexplained"
+
+
+def steady_timing(epoch_times: list, cpu=None, gc=None, steal=None, others=None, cpus: int | None = None) -> dict:
+    """The record's timing fields from a run's epoch times (and, where measured, each epoch's process CPU, GC, host
+    steal and other processes' CPU time): the steady samples (every epoch after the first, whose first steps trace
+    and compile), the estimate (ESTIMATOR), median, robust spread, compile time, each slow sample's cause, and
+    whether the timing is unstable (fewer than MIN_SAMPLES samples, a spread above UNSTABLE_SPREAD, or an estimate
+    slower than the compile epoch beyond the same tolerance)."""
     times = [float(t) for t in epoch_times]
     samples = times[1:]
-    out = {"steady_samples_s": samples, "epoch_time_s": None, "epoch_time_iqr_s": None, "spread": None,
-           "compile_s": None}
+    out = {"steady_samples_s": samples, "epoch_time_s": None, "epoch_time_median_s": None, "epoch_time_iqr_s": None,
+           "spread": None, "compile_s": None, "sample_causes": []}
     reasons = []
     if len(samples) < MIN_SAMPLES:
         reasons.append(f"{len(samples)} steady sample(s), fewer than {MIN_SAMPLES}")
     if samples:
-        median = statistics.median(samples)
+        best, median = min(samples), statistics.median(samples)
+        fastest = samples.index(best) + 1  # as an epoch index
         q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else (median,) * 3
-        out.update(epoch_time_s=median, epoch_time_iqr_s=q3 - q1, spread=(q3 - q1) / median if median else None,
-                   compile_s=times[0] - median)
+        mad = statistics.median(abs(x - median) for x in samples)
+        out.update(epoch_time_s=best, epoch_time_median_s=median, epoch_time_iqr_s=q3 - q1,
+                   spread=MAD_SCALE * mad / median if median else None, compile_s=times[0] - best,
+                   sample_causes=[sample_cause(x - best, i + 1, fastest, cpu, gc, steal, others, cpus)
+                                  if x > best * (1 + SLOW) else None for i, x in enumerate(samples)])
         if out["spread"] is not None and out["spread"] > UNSTABLE_SPREAD:
-            reasons.append(f"samples spread {out['spread']:.0%} of their median (IQR), above {UNSTABLE_SPREAD:.0%}")
-        if median > times[0] * (1 + UNSTABLE_SPREAD):  # within the tolerance when compilation is negligible
-            reasons.append(f"the steady epochs ({median:.3g} s, median) are slower than the compile epoch "
-                           f"({times[0]:.3g} s)")
+            slow = [f"{i + 2} ({c})" for i, c in enumerate(out["sample_causes"]) if c]
+            reasons.append(f"samples spread {out['spread']:.0%} of their median (MAD), above {UNSTABLE_SPREAD:.0%}"
+                           + (f"; slow epoch(s) {', '.join(slow)}" if slow else ""))
+        if best > times[0] * (1 + UNSTABLE_SPREAD):  # within the tolerance when compilation is negligible
+            reasons.append(f"the steady estimate ({best:.3g} s) is slower than the compile epoch ({times[0]:.3g} s)")
     out["unstable"] = bool(reasons)
     out["unstable_reason"] = "; ".join(reasons) or None
     return out
+
+
+CONFIDENCE = 0.95
+
+
+def repeats_interval(estimates, confidence: float = CONFIDENCE) -> tuple:
+    """(estimate, low, high, n) of a cell from its independent repeats' estimates (each repeat's fastest sample):
+    their geometric mean with Student's t interval on the logarithms, n - 1 degrees of freedom. The repeats are
+    the unit of replication; each one's estimate carries the spread of its own samples, so the interval holds both
+    levels of variation (tests/test_evidence.py checks its coverage by simulation). Fewer than two: no interval."""
+    import math
+
+    logs = [math.log(x) for x in estimates if x is not None and x > 0 and math.isfinite(x)]
+    n = len(logs)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = statistics.fmean(logs)
+    if n < 2:
+        return math.exp(mean), math.nan, math.nan, n
+    from scipy.stats import t
+
+    half = t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(logs) / math.sqrt(n)
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half), n
 
 
 def stability_key(status: str, unstable: bool, spread: float | None) -> tuple:
@@ -454,12 +530,32 @@ def _v2_to_v3(r: dict) -> None:
 
 
 def _v3_to_v4(r: dict) -> None:
-    """Schema 4: each experiment's part upgraded by its own module (bench/record/escape.py, tuning.py)."""
+    """Schema 4 estimates a run's timing by its fastest steady sample and its spread by the median absolute
+    deviation (recomputed here from the recorded epoch times: an older run's epoch_time_s was the median, its spread
+    the IQR), needs MIN_SAMPLES = 5 samples, and records what each sample's slowness is due to (not measured before:
+    unexplained). Each experiment's part is upgraded by its own module (bench/record/escape.py, tuning.py)."""
+    times = r.get("epoch_times_s") or []
+    if len(times) > 1:
+        r.update(steady_timing(times))
+        steps, epoch = r.get("steps_per_epoch"), r["epoch_time_s"]
+        r["time_per_update_s"] = epoch / steps if steps and epoch else None
+        examples = steps * r["batch_size"] if r.get("budget") and steps else r.get("train_size")
+        r["examples_per_s"] = examples / epoch if examples and epoch else None
+        flops = r.get("flops_per_epoch")
+        if flops and epoch and r.get("achieved_gflops"):
+            ratio = (r["peak_fraction"] / r["achieved_gflops"]) if r.get("peak_fraction") else None
+            r["achieved_gflops"] = round(flops / epoch / 1e9, 3)
+            r["peak_fraction"] = round(r["achieved_gflops"] * ratio, 5) if ratio else r.get("peak_fraction")
     if isinstance(r.get("escape"), dict):
         _escape_part.upgrade_v3_to_v4(r["escape"])
     if isinstance(r.get("tuning"), dict):
         _tuning_part.upgrade_v3_to_v4(r["tuning"])
 
+
+# the fields schema 4 redefines (the estimate, the spread, what follows from them), recomputed from the recorded
+# epoch times when an older record is read
+RECOMPUTED_IN_V4 = ("epoch_time_s", "epoch_time_iqr_s", "spread", "compile_s", "unstable", "unstable_reason",
+                    "time_per_update_s", "examples_per_s", "achieved_gflops", "peak_fraction")
 
 UPGRADES = {"mnist-mlp-bench/1": ("mnist-mlp-bench/2", _v1_to_v2),
             "mnist-mlp-bench/2": ("mnist-mlp-bench/3", _v2_to_v3),
@@ -561,12 +657,13 @@ class Settings:
 
 @dataclass(frozen=True)
 class RunKey:
-    """Two runs are the same measurement when protocol, settings, cell, seed and machine agree."""
+    """Two runs are the same measurement when protocol, settings, cell, seed, repeat and machine agree."""
 
     protocol: Protocol
     settings: Settings
     cell: Cell
     seed: int
+    repeat: int
     machine: str
 
     def flat(self) -> tuple:
@@ -598,7 +695,7 @@ def settings_of(rec: Record) -> Settings:
 
 
 def run_key(rec: Record, machine: str) -> RunKey:
-    return RunKey(protocol_of(rec), settings_of(rec), cell_of(rec), rec.seed, machine)
+    return RunKey(protocol_of(rec), settings_of(rec), cell_of(rec), rec.seed, rec.repeat, machine)
 
 
 @dataclass(kw_only=True)
