@@ -2,13 +2,17 @@
 `python -m analysis compare FILE... --out DIR`: several machines' result files in, a ratio table (printed
 and in COMPARE.md, compare.csv) and figures out.
 `python -m analysis provenance FILE...`: the files whose results cannot be rebuilt from a commit (dirty or unknown
-code version), one line each; exit status 1 when there is any. The only module that writes files."""
+code version), one line each; exit status 1 when there is any.
+`python -m analysis replicate A B`: two sweeps of one protocol compared: verdicts, knees, and each cell's estimate
+against the other's interval. The only module that writes files."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from bench.record import StoreError, check_writable, write_atomic
 
 FIGURES = ("epoch_time", "time_per_update", "speed_vs_stability", "saddle", "learning_curves", "gpu", "machines",
            "efficiency", "dispatch", "escape", "steps_to_target", "sensitivity")
@@ -61,16 +65,35 @@ def build(runs):
 
 
 def save(fig, out: Path, stem: str) -> list[Path]:
+    import io
+
     import matplotlib.pyplot as plt
 
     written = []
     for ext in ("png", "svg"):
         # no timestamp in the files: regenerating from the same results gives the same bytes
         meta = {"Date": None} if ext == "svg" else {"Software": None}
-        fig.savefig(out / f"{stem}.{ext}", dpi=120, bbox_inches="tight", metadata=meta)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=ext, dpi=120, bbox_inches="tight", metadata=meta)
+        write_atomic(out / f"{stem}.{ext}", buffer.getvalue())
         written.append(out / f"{stem}.{ext}")
     plt.close(fig)
     return written
+
+
+def output_folder(out: Path, option: str = "--out") -> Path:
+    """`out` checked by writing in it (or, when it does not exist yet, by making it and removing it again), before
+    any work: a LoadError in one line when it cannot be written."""
+    from analysis.load import LoadError
+
+    try:
+        if out.exists():
+            check_writable(out, option, folder=True)
+        else:
+            check_writable(out / ".write-check", option)
+    except StoreError as exc:
+        raise LoadError(str(exc)) from None
+    return out
 
 
 def report(paths, out: Path) -> list[Path]:
@@ -78,6 +101,7 @@ def report(paths, out: Path) -> list[Path]:
     from analysis.findings import Skipped
     from analysis.load import load_runs
 
+    output_folder(out)
     f, figs = build(load_runs(paths))
     out.mkdir(parents=True, exist_ok=True)
     written, names = [], {}
@@ -87,7 +111,7 @@ def report(paths, out: Path) -> list[Path]:
             continue
         written += save(figs[key], out, f"fig{i}_{key}")
         names[key] = f"fig{i}_{key}.png"
-    (out / "REPORT.md").write_text(R.render(f, names), encoding="utf-8")
+    write_atomic(out / "REPORT.md", R.render(f, names).encode("utf-8"))
     return written + [out / "REPORT.md"]
 
 
@@ -109,6 +133,7 @@ def compare(paths, out: Path, baseline=None, allow_mismatch=False, echo=print) -
     from analysis import compare as C
     from analysis.load import load_runs
 
+    output_folder(out)
     cmp = C.compare(load_runs(paths), baseline=baseline, allow_mismatch=allow_mismatch)
     rep = C.report(cmp)
     for line in rep.terminal():
@@ -120,9 +145,9 @@ def compare(paths, out: Path, baseline=None, allow_mismatch=False, echo=print) -
         names[key] = f"cmp{i}_{key}.png"
     csv = cmp.table.drop(columns=[c for c in cmp.table if c.startswith("baseline_") or c.endswith("samples_s")
                                   or c in ("run_epoch_s", "replicates")])
-    csv.to_csv(out / "compare.csv", index=False, float_format="%.6g")
+    write_atomic(out / "compare.csv", csv.to_csv(index=False, float_format="%.6g").encode("utf-8"))
     files = ", ".join(f"`{Path(p).name}`" for p in paths)
-    (out / "COMPARE.md").write_text(rep.markdown(cmp.machines, files, names), encoding="utf-8")
+    write_atomic(out / "COMPARE.md", rep.markdown(cmp.machines, files, names).encode("utf-8"))
     return written + [out / "compare.csv", out / "COMPARE.md"]
 
 
@@ -156,6 +181,9 @@ def main(argv=None) -> int:
                      help="compare runs whose protocols differ (the fields are named in the table and figures)")
     prov = sub.add_parser("provenance", help="name the files whose code version is dirty or unknown")
     prov.add_argument("files", nargs="+", help="result files (JSON or *.jsonl)")
+    rep2 = sub.add_parser("replicate", help="two sweeps of one protocol: the same verdicts, knees and estimates?")
+    rep2.add_argument("first", help="the first sweep's result file")
+    rep2.add_argument("second", help="the second sweep's result file")
     args = parser.parse_args(argv)
 
     from analysis.load import LoadError
@@ -163,6 +191,13 @@ def main(argv=None) -> int:
     try:
         if args.command == "provenance":
             return provenance(args.files)
+        if args.command == "replicate":
+            from analysis import replication
+            from analysis.load import load_runs
+
+            for line in replication.compare(load_runs([args.first]), load_runs([args.second])).lines():
+                print(line)
+            return 0
         if args.command == "report":
             written = report(args.files, Path(args.out))
         else:

@@ -407,12 +407,14 @@ def compute(runs: pd.DataFrame) -> Findings:
                                                      "--experiment escape)")
     found_tuning = T.finding(tuning_runs) or Skipped("no tuning experiment in these files (pytest bench "
                                                      "--experiment tuning)")
-    if grid_runs.empty:
-        experiments = pd.concat([saddle, escape_runs, tuning_runs, others])
+    if not (grid_runs["status"] == "ok").any():  # no grid run, or none finished: nothing of the grid is timed
+        experiments = pd.concat([grid_runs, saddle, escape_runs, tuning_runs, others])
         f = Findings(experiments, None, None, None, saddle, None, duplicates=duplicates, escape=found_escape,
                      escape_runs=escape_runs, tuning=found_tuning, other_runs=others, bad_lines=bad)
-        why = Skipped("the files hold only the experiments' runs (" + ", ".join(
-            dict.fromkeys(experiments["experiment"])) + ")")
+        statuses = ", ".join(f"{n} {s}" for s, n in grid_runs["status"].value_counts().items())
+        why = Skipped(f"no run of the grid finished ({len(grid_runs)} run(s): {statuses})" if len(grid_runs) else
+                      "the files hold only the experiments' runs (" + ", ".join(
+                          dict.fromkeys(experiments["experiment"])) + ")")
         for key in ("epoch_time", "time_per_update", "speed_vs_stability", "learning_curves", "gpu", "machines",
                     "efficiency", "dispatch"):
             setattr(f, key, why)

@@ -58,7 +58,9 @@ def store_machine_label(machine: record.Machine) -> str:
 
 
 def _row(rec: record.Record, machine_id: str, **meta) -> dict:
-    return {**record.flat(rec), **meta, "_key": repr(record.run_key(rec, machine_id))}
+    # one measurement: its run key within its sweep (a run in both a benchmark JSON and its store, or the reruns of an
+    # unstable cell, are one; two sweeps of one protocol are two)
+    return {**record.flat(rec), **meta, "_key": repr((record.run_key(rec, machine_id), rec.sweep))}
 
 
 def read_store(path: Path) -> tuple[list[dict], list[record.BadLine]]:

@@ -145,7 +145,7 @@ def cell_summary(df: pd.DataFrame, keys: list | None = None) -> pd.DataFrame:
     repeats too), `run_epoch_s` and `replicates` keep each run's estimate and its (seed, repeat) for statistics per
     replicate; the rest are medians over its runs, and whether any of its timings was unstable and why."""
     keys = CELL if keys is None else keys
-    ok = df[df["status"] == "ok"].assign(_replicate=lambda d: list(zip(d["seed"], d["repeat"])))
+    ok = df[df["status"] == "ok"].assign(_replicate=lambda d: list(zip(d["sweep"].fillna(""), d["seed"], d["repeat"])))
     g = ok.groupby(keys, observed=True, dropna=False)
     out = g.agg(**AGGREGATES).reset_index()
     failed = df[df["status"] != "ok"].groupby(keys, observed=True, dropna=False).size().rename("failed_runs")

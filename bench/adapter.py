@@ -29,8 +29,27 @@ def session_of(config):
 def json_path(config):
     """Where --benchmark-json writes (None: not asked for)."""
     bs = session_of(config)
-    json = getattr(bs, "json", None) if bs is not None else None
-    return getattr(json, "name", json)
+    path = getattr(bs, "json", None) if bs is not None else None
+    return str(path) if path else None
+
+
+def write_atomically(config) -> None:
+    """pytest-benchmark writes its JSON in place at the session's end: a crash in that write leaves a partial file.
+    Make it write a temporary file and rename it (bench.record.write_atomic)."""
+    from pytest_benchmark.utils import safe_dumps
+
+    from bench.record import write_atomic
+
+    bs = session_of(config)
+    if bs is None or getattr(bs, "_atomic", False):
+        return
+
+    def save_json(output_json):
+        write_atomic(bs.json, safe_dumps(output_json, ensure_ascii=True, indent=4).encode())
+        bs.logger.info(f"Wrote benchmark data in: {bs.json}", purple=True)
+
+    bs.save_json = save_json
+    bs._atomic = True
 
 
 def save_without_stats(config) -> bool:

@@ -216,8 +216,22 @@ def parse_train_size(text: str) -> int:
                      "10,000, the validation split)")
 
 
+MAX_EPOCHS = 1_000  # the lecture trains 20; beyond this a typo, not a protocol (a CPU would take years)
+
+
 def parse_epochs(text: str) -> int:
-    return _int("--epochs", text, low=1, what="epochs is a positive integer")
+    return _int("--epochs", text, low=1, high=MAX_EPOCHS, what=f"epochs is an integer from 1 to {MAX_EPOCHS:,}")
+
+
+def parse_machine_label(text: str | None) -> str | None:
+    """--machine-label: a short name that fits a report's table cell (no newline, no '|')."""
+    if text is None:
+        return None
+    label = str(text)
+    if not label.strip() or len(label) > 64 or any(c in label for c in "|\n\r\t`") or not label.isprintable():
+        raise BadOption(f"--machine-label: {label!r} is not a usable label; give 1 to 64 printable characters "
+                        "without '|', '`' or line breaks (e.g. H100-80GB, EPYC-2c)")
+    return label.strip()
 
 
 def parse_batch_sizes(text: str, train_size: int) -> tuple:
@@ -235,10 +249,16 @@ def parse_batch_sizes(text: str, train_size: int) -> tuple:
     return tuple(dict.fromkeys(sizes))
 
 
+MAX_SEEDS = 100
+
+
 def parse_seeds(text: str) -> tuple:
-    return tuple(dict.fromkeys(
+    seeds = tuple(dict.fromkeys(
         _int("--seeds", s, low=0, high=2**31 - 1, what="seeds are integers from 0 to 2**31-1")
         for s in _items("--seeds", text)))
+    if len(seeds) > MAX_SEEDS:
+        raise BadOption(f"--seeds: {len(seeds)} seeds; at most {MAX_SEEDS} (each one is a whole sweep)")
+    return seeds
 
 
 def parse_activation(text: str) -> str:

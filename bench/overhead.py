@@ -167,24 +167,28 @@ def _arguments(argv):
 
 
 def main(argv=None) -> int:
-    from bench.backends import name, optimizer_names
+    from bench.backends import Unsupported, name, optimizer_names
     from bench.data import DataError, load_mnist
+    from bench.record import StoreError, check_writable, write_atomic
 
     p, args = _arguments(argv)
     try:
+        name()  # an unknown KERAS_BACKEND, before anything
         if args.repeats < 1:
             raise grid.BadOption(f"--repeats: {args.repeats} is not a positive integer")
+        if args.json:
+            check_writable(args.json, "--json")  # by writing, before minutes of measurement
         sweeps = {}
         for what, sizes in (("overhead", "1,100,10000"), ("dispatch", "1,10,100")):
             if args.what in (what, "both"):
                 sweeps[what] = grid.parse_sweep("quick", train_size=args.train_size, epochs=args.epochs,
                                                 batch_sizes=args.batch_sizes or sizes, optimizers=args.optimizer,
                                                 dispatch=args.dispatch if what == "overhead" else None,
-                                                discover=optimizer_names)
+                                                discover=optimizer_names, repeats="1", probes=False)
         if any(s.epochs < 2 for s in sweeps.values()):
             raise grid.BadOption("--epochs: needs at least 2 (the first epoch includes tracing and is not compared)")
         data = load_mnist(args.mnist)
-    except (grid.BadOption, DataError) as exc:
+    except (grid.BadOption, DataError, StoreError, Unsupported) as exc:
         p.error(str(exc))
 
     results = {"optimizer": args.optimizer, "train_size": int(args.train_size), "epochs": int(args.epochs),
@@ -195,8 +199,7 @@ def main(argv=None) -> int:
     if "dispatch" in sweeps:
         results["dispatch"] = dispatch_table(sweeps["dispatch"], data, args.repeats)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
+        write_atomic(args.json, json.dumps(results, indent=2).encode())
     return 0
 
 

@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from bench import adapter, experiments, grid, record
-from bench.session import SESSION_OPTIONS, Session, all_flags, dest, is_timing
+from bench.session import SESSION_OPTIONS, SWITCHES, Session, StoreFailed, all_flags, dest, is_timing
 
 BENCH_DIR = Path(__file__).resolve().parent
 SESSION = pytest.StashKey[Session]()
-SWITCHES = {"--no-probes", "--probes", *(f for f, (default, _) in SESSION_OPTIONS.items() if default is False)}
 
 
 def pytest_addoption(parser):
@@ -69,8 +68,9 @@ def pytest_collection_modifyitems(session, config, items):
         return
     from bench import backends, data
 
+    adapter.write_atomically(config)
     try:
-        state.configure()
+        state.configure(adapter.json_path(config))
         kept, lines = state.select(cells)
     except (data.DataError, record.StoreError, backends.Unsupported) as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -136,6 +136,12 @@ def run_cell(request, benchmark, bench_session):
             rec = bench_session.run(cell, node.nodeid, progress)
         except experiments.PlanError as exc:
             pytest.fail(str(exc), pytrace=False)
+        except StoreFailed as exc:  # the record goes to the benchmark JSON; the sweep stops at this cell
+            adapter.fill(benchmark, group_of(cell), cell.params, exc.record.to_dict(),
+                         exc.record.steady_samples_s if is_timing(exc.record) else None)
+            if not is_timing(exc.record):
+                bench_session.untimed.append((node.nodeid, cell, exc.record))
+            pytest.exit(str(exc), returncode=pytest.ExitCode.TESTS_FAILED)
         adapter.fill(benchmark, group_of(cell), cell.params, rec.to_dict(),
                      rec.steady_samples_s if is_timing(rec) else None)
         for line in bench_session.progress(cell, rec):
@@ -172,11 +178,20 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session):
-    """pytest-benchmark writes no JSON when no benchmark has stats; the untimed runs' records still belong in it."""
+def pytest_sessionfinish(session, exitstatus):
+    """pytest-benchmark writes no JSON when no benchmark has stats: write it anyway (the untimed runs' records
+    belong in it; a --resume with nothing left still leaves its file). A sweep whose every run ended in error
+    fails; a --resume that found every cell done succeeds."""
     state = session.config.stash.get(SESSION, None)
-    if state is not None and state.untimed:
+    if state is None or session.config.option.collectonly or exitstatus == pytest.ExitCode.USAGE_ERROR:
+        return
+    nothing_left = exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and state.given.get("--resume") and state.cells
+    if state.started or nothing_left:
         adapter.save_without_stats(session.config)
+    if state.done and all(rec.status == "error" for _, rec in state.done):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and state.given.get("--resume") and state.cells:
+        session.exitstatus = pytest.ExitCode.OK  # every cell already in the store: nothing left is not an error
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

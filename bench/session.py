@@ -5,6 +5,7 @@ hooks and fixtures; the tests drive it in process."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,25 @@ def all_flags() -> list[str]:
     return [*grid.COMMON_OPTIONS, *(o.flag for o in experiments.all_options()), *SESSION_OPTIONS]
 
 
+SWITCHES = ("--no-probes", "--probes", *(f for f, (default, _) in SESSION_OPTIONS.items() if default is False))
+
+
+def check_argv(argv: list) -> "Session":
+    """The suite's options among a `pytest bench` command line's arguments, parsed and checked as the plugin does
+    (BadOption: one line), without starting anything: what `python -m bench.slurm submit` checks before it writes
+    a job script. Other arguments (pytest's, pytest-benchmark's) are left to pytest."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in all_flags():
+        if flag in SWITCHES:
+            parser.add_argument(flag, action="store_true", default=False)
+        else:
+            parser.add_argument(flag, default=SESSION_OPTIONS.get(flag, (None, ""))[0])
+    known, _ = parser.parse_known_args([str(a) for a in argv])
+    return Session.from_options({flag: getattr(known, flag.lstrip("-").replace("-", "_")) for flag in all_flags()})
+
+
 @dataclass
 class Session(experiments.Context):
     """One sweep: what was asked, what is selected to run, what has run."""
@@ -70,6 +90,7 @@ class Session(experiments.Context):
     unstable: list = field(default_factory=list)  # (node id, reason) of cells whose kept timing is unstable
     done: list = field(default_factory=list)  # (cell, record) of every run of this session, in order
     started_at: float | None = None  # time.monotonic() of the first run
+    sweep_id: str | None = None  # what every record of this session names as its sweep
 
     @classmethod
     def from_options(cls, given: dict) -> "Session":
@@ -81,6 +102,7 @@ class Session(experiments.Context):
                                                                       *(o.flag for o in experiments.all_options())]})
         threads = given.get("--threads")
         shard.parse(given.get("--shard"))  # a bad K/N is a usage error before anything runs
+        grid.parse_machine_label(given.get("--machine-label"))
         return cls(given=given, experiment=experiment, cells=experiment.cells(given),
                    store=given.get("--bench-store") or record.DEFAULT_STORE,
                    threads=None if threads is None else grid.parse_threads(threads),
@@ -107,16 +129,22 @@ class Session(experiments.Context):
         if self.machine is None:
             from bench.machine import store_machine
 
-            self.machine = store_machine(self.given.get("--machine-label"))
+            self.machine = store_machine(grid.parse_machine_label(self.given.get("--machine-label")))
         return self.machine
 
-    def configure(self) -> None:
-        """Where MNIST comes from, that the store can be written, and the backend's settings (DataError,
-        StoreError, Unsupported: usage errors)."""
+    def configure(self, benchmark_json=None) -> None:
+        """Where MNIST comes from, that the store and the benchmark JSON can be written (by writing) and are not one
+        file, and the backend's settings (DataError, StoreError, Unsupported: usage errors)."""
         from bench import backends, data
 
         self.mnist_source = data.locate(self.given.get("--mnist"))
         record.check_writable(self.store)
+        if benchmark_json is not None:
+            if Path(benchmark_json).resolve() == Path(self.store).resolve():
+                raise record.StoreError(f"--benchmark-json {benchmark_json} is the run store (--bench-store): "
+                                        "pytest-benchmark rewrites its file at the end; give another path")
+            record.check_writable(benchmark_json, "--benchmark-json")
+        backends.name()  # an unknown KERAS_BACKEND is a usage error here, before anything trains
         needs = (self.threads or self.given.get("--deterministic") or self.experiment.fixed_budget
                  or self.precision != grid.PRECISIONS[0])
         backend = backends.current() if needs else None
@@ -168,6 +196,7 @@ class Session(experiments.Context):
 
         self.mnist = data.read_npz(self.mnist_source) if self.mnist_source else data.load_mnist()
         self.identify()
+        self.sweep_id = sweep_id(self.machine)
         self.code_version = code_version()
         store = self.read_store()
         lines = estimate.lines(self.to_run, store.entries, self.machine_id, backends.name(),
@@ -195,7 +224,8 @@ class Session(experiments.Context):
         for attempt in range(1, self.reruns + 2):
             rec = run(cell, self.mnist, peak=self.calibration, on_epoch=on_epoch, attempt=attempt, plan=plan,
                       code_version=self.code_version)
-            record.append(self.store, nodeid, rec, machine=self.machine, version=self.code_version)
+            rec.sweep = self.sweep_id
+            self._store(nodeid, cell, rec)
             attempts.append(rec)
             if not rec.unstable or rec.status not in record.FINISHED:
                 break
@@ -206,6 +236,18 @@ class Session(experiments.Context):
             self.unstable.append((nodeid, kept.unstable_reason))
         self.done.append((cell, kept))
         return kept
+
+    def _store(self, nodeid: str, cell: RunConfig, rec: record.Record) -> None:
+        """Append the run to the store; when the store cannot take it, keep it in a fallback file and raise
+        StoreFailed (the sweep stops at this cell: nothing else trains for a store that loses its runs)."""
+        try:
+            record.append(self.store, nodeid, rec, machine=self.machine, version=self.code_version)
+        except (OSError, record.StoreError) as exc:
+            kept = fallback(nodeid, rec, self.machine, self.code_version, self.store)
+            raise StoreFailed(f"--bench-store: could not append the run of {cell.test_id} to {self.store} "
+                              f"({getattr(exc, 'strerror', None) or exc}); its record is in "
+                              + (f"{kept} and " if kept else "") + "the benchmark JSON (if asked for); the sweep "
+                              "stops here, nothing else trains", rec) from None
 
     def progress(self, cell: RunConfig, rec: record.Record) -> list[str]:
         """The lines to print after a run: its estimate, the cell's estimate and interval once its last repeat of
@@ -235,12 +277,45 @@ class Session(experiments.Context):
         return lines
 
 
+def sweep_id(machine: record.Machine) -> str:
+    """'2026-11-30T05:12:03Z-vm-1234': when and where this sweep started, and its process."""
+    import datetime
+    import os
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{now}-{machine.node}-{os.getpid()}"
+
+
 def _same_cell(a: RunConfig, b: RunConfig) -> bool:
     """The same cell of the grid: everything but the repeat (and the seed: timings pool over seeds)."""
     return (a.experiment, a.profile, a.optimizer, a.batch_size, a.full_batch, a.budget, a.learning_rate,
             a.role, a.dispatch, a.train_size, a.epochs) == (b.experiment, b.profile, b.optimizer, b.batch_size,
                                                             b.full_batch, b.budget, b.learning_rate, b.role,
                                                             b.dispatch, b.train_size, b.epochs)
+
+
+class StoreFailed(RuntimeError):
+    """The store could not take a finished run (a full disk, a failing device); `record` is that run."""
+
+    def __init__(self, message: str, rec: record.Record):
+        super().__init__(message)
+        self.record = rec
+
+
+def fallback(nodeid: str, rec: record.Record, machine, version, store) -> Path | None:
+    """Write a run the store could not take to a file of its own: beside the store, else in the temporary folder
+    (often another file system); the path written, or None when neither could take it."""
+    import tempfile
+    import time
+
+    name = f"{Path(store).stem}.unsaved-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.jsonl"
+    for folder in (Path(store).parent, Path(tempfile.gettempdir())):
+        try:
+            record.append(folder / name, nodeid, rec, machine=machine, version=version)
+            return folder / name
+        except (OSError, record.StoreError):
+            continue
+    return None
 
 
 def is_timing(rec: record.Record) -> bool:

@@ -80,11 +80,11 @@ def _frozen(x):
 
 
 def write_plan(store, k: int, n: int, test_ids: list, keys: list) -> Path:
+    from bench.record import write_atomic
+
     path = plan_path(store)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"shard": [k, n], "cells": test_ids, "keys": keys}))
-    tmp.replace(path)
+    write_atomic(path, json.dumps({"shard": [k, n], "cells": test_ids, "keys": keys}).encode())
     return path
 
 

@@ -91,20 +91,31 @@ def submit(results: Path, shards: int, pytest_args: list, partition=None, gpus_p
     bad = [a for a in pytest_args if a.split("=")[0] in RESERVED]
     if bad:
         raise SlurmError(f"{bad[0]}: set by each task itself; leave out {', '.join(RESERVED)}")
+    from bench.grid import BadOption
+    from bench.session import check_argv
+
+    try:  # the options every task would refuse after its queue wait: refused now, before anything is written
+        check_argv(pytest_args)
+    except BadOption as exc:
+        raise SlurmError(f"the pytest bench options after --: {exc}") from None
+    if results.exists():
+        record.check_writable(results, "--results", folder=True)
+    else:
+        record.check_writable(results / SUBMISSION, "--results")
     results.mkdir(parents=True, exist_ok=True)
     if (results / SUBMISSION).exists():
         raise SlurmError(f"{results} already holds a submission; use `python -m bench.slurm resubmit {results}` "
                          "or another --results folder")
     (results / "slurm").mkdir(exist_ok=True)
     script = results / "slurm" / "job.sh"
-    script.write_text(job_script(results, shards, pytest_args, partition, gpus_per_task, time_limit,
-                                 list(sbatch_args)))
+    record.write_atomic(script, job_script(results, shards, pytest_args, partition, gpus_per_task, time_limit,
+                                           list(sbatch_args)).encode())
     script.chmod(0o755)
     sub = {"shards": shards, "pytest_args": pytest_args, "partition": partition, "gpus_per_task": gpus_per_task,
            "script": str(script), "jobs": []}
     if not dry_run:
         sub["jobs"].append({"id": _sbatch(script), "array": f"1-{shards}"})
-    (results / SUBMISSION).write_text(json.dumps(sub, indent=1))
+    record.write_atomic(results / SUBMISSION, json.dumps(sub, indent=1).encode())
     return sub
 
 
@@ -177,7 +188,7 @@ def resubmit(results: Path) -> tuple[list[int], str | None]:
     array = ",".join(map(str, todo))
     job = _sbatch(Path(sub["script"]), array)
     sub["jobs"].append({"id": job, "array": array})
-    (results / SUBMISSION).write_text(json.dumps(sub, indent=1))
+    record.write_atomic(results / SUBMISSION, json.dumps(sub, indent=1).encode())
     return todo, job
 
 

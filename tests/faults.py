@@ -1,6 +1,7 @@
 """Test-only faults for real sweeps, loaded into `pytest bench` with `-p tests.faults` (never by the suite):
 
-    BENCH_FAULT=error:TEST_ID                 that cell's training raises (a framework failure of one cell)
+    BENCH_FAULT=error:TEST_ID                 that cell's training raises (a framework failure of one cell; TEST_ID
+                                              `*`: every cell's)
     BENCH_FAULT=slow:TEST_ID:EPOCH:SECONDS    that cell's epoch EPOCH (1-based) takes SECONDS longer, in its first
                                               attempt only (a rerun of the cell is undisturbed)
     BENCH_FAULT=gc:TEST_ID:EPOCH:SECONDS      the same, the time spent in Python's garbage collector (full
@@ -23,7 +24,7 @@ def pytest_configure(config):
     seen = []
 
     def fit_epochs(model, x, y, cfg, callbacks=(), use=None):
-        if cfg.test_id != test_id or (kind in ("slow", "gc") and seen):
+        if test_id not in ("*", cfg.test_id) or (kind in ("slow", "gc") and seen):
             return original(model, x, y, cfg, callbacks, use)
         seen.append(cfg.test_id)
         if kind == "error":

@@ -129,4 +129,4 @@ def test_dispatch_mode_is_part_of_every_cell():
 
 def test_cells_carry_their_benchmark_params():
     cell = grid.parse_sweep("smoke", batch_sizes="full", train_size="300").cells()[0]
-    assert cell.params == {"optimizer": "sgd", "batch_size": "full", "seed": 0} and cell.batch_size == 300
+    assert cell.params == {"optimizer": "sgd", "batch_size": "full", "seed": 0, "repeat": 1} and cell.batch_size == 300

@@ -172,9 +172,11 @@ def test_two_writers_never_interleave(tmp_path):
 
 def test_an_unwritable_store_is_named(tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(record.StoreError, match=r"--bench-store: cannot create .*file/sub/runs.jsonl"):
+    with pytest.raises(record.StoreError, match=r"--bench-store: cannot write the file .*file/sub/runs.jsonl"):
         record.check_writable(tmp_path / "file" / "sub" / "runs.jsonl")
-    with pytest.raises(record.StoreError, match="not a writable file"):
+    with pytest.raises(record.StoreError, match="not a file"):
         record.check_writable(tmp_path)
-    record.check_writable(tmp_path / "new" / "runs.jsonl")  # creatable: no error, and nothing created
+    record.check_writable(tmp_path / "new" / "runs.jsonl")  # creatable: no error, and nothing left behind
     assert not (tmp_path / "new").exists()
+    with pytest.raises(record.StoreError, match=r"--out: cannot write the folder .*file"):
+        record.check_writable(tmp_path / "file", "--out", folder=True)

@@ -134,7 +134,8 @@ def test_each_half_imports_only_what_it_may():
     assert not bad, bad
 
 
-DISTRIBUTIONS = {"cpuinfo": "py-cpuinfo", "pynvml": "nvidia-ml-py", "yaml": "pyyaml", "sklearn": "scikit-learn"}
+DISTRIBUTIONS = {"cpuinfo": "py-cpuinfo", "pynvml": "nvidia-ml-py", "yaml": "pyyaml", "sklearn": "scikit-learn",
+                 "pytest_benchmark": "pytest-benchmark"}
 
 
 def test_every_imported_third_party_package_is_declared():

@@ -226,6 +226,8 @@ class Record:
     repeat: int = _f("which independent repeat of the cell this run is, 1 to repeats (a fresh model instance, run in "
                      "its own round of the sweep); part of the run key", 1)
     repeats: int = _f("repeats of the cell the sweep asked for (--repeats)", 1)
+    sweep: str | None = _f("the sweep (pytest session) the run belongs to: its start time, host and process id; two "
+                           "sweeps of one protocol are independent measurements (None: not recorded)", None)
     time_per_update_s: float | None = _f("epoch_time_s / steps_per_epoch")
     examples_per_s: float | None = _f("training examples per second in the steady state")
     train_loss: float | None = _f("loss on the training subset after the last epoch")
@@ -767,18 +769,60 @@ class Store:
         return {run_key(e.record, e.machine.id) for e in self.entries if e.record.status in FINISHED}
 
 
-def check_writable(path: str | os.PathLike, option: str = "--bench-store") -> None:
-    """StoreError unless `path` can be appended to (or created), without creating anything."""
+def check_writable(path: str | os.PathLike, option: str = "--bench-store", folder: bool = False) -> None:
+    """StoreError (one line naming `option` and the path) unless `path` can really be written: a file is opened for
+    appending (created and removed again when it did not exist), a `folder` gets a file written in it and removed,
+    and missing parent folders are made and removed again. Permission bits are not trusted: as root they allow
+    writing under /proc, where every write fails."""
     path = Path(path)
-    if path.exists():
-        if not path.is_file() or not os.access(path, os.W_OK):
-            raise StoreError(f"{option}: cannot write {str(path)!r} (not a writable file)")
-        return
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise StoreError(f"{option}: cannot create {str(path)!r} ({parent} is not a writable folder)")
+    made = []
+    try:
+        target = path if folder else path.parent
+        missing = [p for p in [target, *target.parents] if not p.exists()]
+        for p in reversed(missing):
+            p.mkdir()
+            made.append(p)
+        if folder:
+            if not path.is_dir():
+                raise NotADirectoryError(20, "not a folder")
+            probe = path / f".write-check-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        else:
+            if path.exists() and not path.is_file():
+                raise IsADirectoryError(21, "not a file")
+            existed = path.exists()
+            with open(path, "ab") as f:
+                f.write(b"")
+                f.flush()
+                os.fsync(f.fileno())
+            if not existed:
+                path.unlink()
+    except OSError as exc:
+        what = "folder" if folder else "file"
+        raise StoreError(f"{option}: cannot write the {what} {str(path)!r} ({exc.strerror or exc})") from None
+    finally:
+        for p in reversed(made):
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `path` whole or not at all: a temporary file beside it, fsync'ed, then renamed over it (a reader never
+    sees a partial file; a failure leaves the old one)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def append(path: str | os.PathLike, nodeid: str, rec: Record | dict, machine: Machine | dict | None = None,

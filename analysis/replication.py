@@ -1,0 +1,76 @@
+"""Two sweeps of one protocol, side by side: do they give the same verdicts, the same knees, and does each cell's
+estimate fall inside the other sweep's interval? What `python -m analysis replicate A B` prints (DESIGN.md:
+replication decides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis import findings, metrics
+
+
+@dataclass
+class Replication:
+    verdicts: list  # (setting label, claim, outcome in A, outcome in B)
+    knees: list  # (setting label, optimizer, knee in A, knee in B)
+    cells: int  # cells in both
+    inside: int  # of them, estimates of each inside the other's interval (counted once per direction)
+    checked: int  # directions checked (2 per cell where both have intervals)
+
+    @property
+    def same_verdicts(self) -> int:
+        return sum(a == b for _, _, a, b in self.verdicts)
+
+    @property
+    def same_knees(self) -> int:
+        return sum(a == b for _, _, a, b in self.knees)
+
+    def lines(self) -> list[str]:
+        out = [f"verdicts: {self.same_verdicts} of {len(self.verdicts)} the same"]
+        out += [f"  {s}: claim {c}: {a} / {b}" for s, c, a, b in self.verdicts]
+        out.append(f"knees: {self.same_knees} of {len(self.knees)} the same")
+        out += [f"  {s} {o}: {_b(a)} / {_b(b)}" for s, o, a, b in self.knees if a != b]
+        share = self.inside / self.checked if self.checked else float("nan")
+        out.append(f"cell estimates inside the other sweep's 95% interval: {self.inside} of {self.checked} "
+                   f"({share:.0%}), {self.cells} cells in both")
+        return out
+
+
+def _b(x) -> str:
+    return "none" if x is None else f"{x:,}"
+
+
+def _setting(row) -> str:
+    return metrics.setting_label(row, {"machine": True, "dispatch.backend": True})
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame) -> Replication:
+    """The agreement of two sweeps' runs (analysis.load.load_runs of each)."""
+    fa, fb = findings.compute(a), findings.compute(b)
+    claims_b = {(_setting(c.setting)): c for c in fb.claims}
+    verdicts = []
+    for c in fa.claims:
+        other = claims_b.get(_setting(c.setting))
+        for name in ("1", "2"):
+            mine, theirs = getattr(c, f"claim{name}"), getattr(other, f"claim{name}", None) if other else None
+            if mine is not None and theirs is not None:
+                verdicts.append((_setting(c.setting), name, mine.outcome, theirs.outcome))
+    keys = [*metrics.SETTING, "optimizer"]
+    ka = fa.knees.set_index(keys)["knee_batch_size"] if fa.knees is not None else pd.Series(dtype=object)
+    kb = fb.knees.set_index(keys)["knee_batch_size"] if fb.knees is not None else pd.Series(dtype=object)
+    knees = [(_setting(dict(zip(keys, k))), k[-1], _int(ka[k]), _int(kb[k])) for k in ka.index if k in kb.index]
+    ca, cb = (f.by_mode.set_index(metrics.CELL) for f in (fa, fb))
+    common = [k for k in ca.index if k in cb.index]
+    inside = checked = 0
+    for k in common:
+        for x, y in ((ca.loc[k], cb.loc[k]), (cb.loc[k], ca.loc[k])):
+            if pd.notna(y["epoch_time_lo_s"]) and pd.notna(y["epoch_time_hi_s"]):
+                checked += 1
+                inside += bool(y["epoch_time_lo_s"] <= x["epoch_time_s"] <= y["epoch_time_hi_s"])
+    return Replication(verdicts, knees, len(common), inside, checked)
+
+
+def _int(x):
+    return None if x is None or pd.isna(x) else int(x)
