@@ -128,7 +128,7 @@ def compare(runs: pd.DataFrame, baseline: str | None = None, allow_mismatch: boo
 
 
 def _label(table, b) -> str:
-    return "full" if dict(zip(table["batch_size"], table["batch_label"])).get(b) == "full" else f"{b:,}"
+    return metrics.batch_text(b, dict(zip(table["batch_size"], table["batch_label"])).get(b))
 
 
 def _median_by_bs(table, machine, column):

@@ -28,10 +28,6 @@ class Skipped:
     reason: str
 
 
-def _label(b) -> str:
-    return "full" if b == "full" else f"{b:,}"
-
-
 @dataclass
 class EpochTime:
     """Figure 1: epoch time against batch size, in each dispatch mode."""

@@ -40,6 +40,11 @@ DERIVED = {
 }
 
 
+def batch_text(batch_size, label: str) -> str:
+    """A batch size as a reader sees it: 'full' for the whole training set, else the size with separators."""
+    return record.FULL if label == record.FULL else f"{int(batch_size):,}"
+
+
 def protocol_label(row, keys=None) -> str:
     """'quick 3,000x4 sigmoid, tensorflow default' for a row with the protocol's columns (`keys`: those not
     ignored, e.g. by a comparison that allows a mismatch)."""

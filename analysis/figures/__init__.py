@@ -19,6 +19,9 @@ matplotlib.rcParams["svg.hashsalt"] = "mnist-mlp-bench"  # stable SVG ids across
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from analysis.load import machine_order  # noqa: E402,F401  (the figures' one order of machines)
+from analysis.metrics import batch_text  # noqa: E402
+
 sns.set_theme(style="whitegrid", context="notebook")
 
 
@@ -28,7 +31,7 @@ def batch_axis(ax, data: pd.DataFrame):
     labels = dict(zip(data["batch_size"], data["batch_label"]))
     ax.set_xscale("log")
     ax.set_xticks(sizes)
-    ax.set_xticklabels([f"{labels[s]}" if labels[s] == "full" else f"{s:,}" for s in sizes])
+    ax.set_xticklabels([batch_text(s, labels[s]) for s in sizes])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("batch size (examples per update, log scale)")
 
@@ -38,6 +41,4 @@ def machine_style(data):
     return "machine" if data["machine"].nunique() > 1 else None
 
 
-def machine_order(table: pd.DataFrame) -> list:
-    order = table["machine"].cat.categories if hasattr(table["machine"], "cat") else dict.fromkeys(table["machine"])
-    return [m for m in order if m in set(table["machine"])]
+
