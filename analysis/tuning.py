@@ -266,16 +266,27 @@ def _cell_steps(opt, bs, role, g: pd.DataFrame, noise_sd: float) -> dict:
             "b_simple": _median(noise) if noise else stats.NO_DATA}
 
 
+def std_interval(values) -> Interval:
+    """The standard deviation of `values` with its 95 % normal-theory interval, s sqrt((n-1) / chi2_(n-1)) at the
+    chi-square quantiles: over five seeds a percentile bootstrap of a standard deviation is far too narrow (its
+    resamples repeat seeds, so it reaches zero)."""
+    n = len(values)
+    if n < 2:
+        return Interval(math.nan, math.nan, math.nan, n)
+    s = float(np.std(values, ddof=1))
+    q = scipy.stats.chi2.ppf([(1 + stats.CONFIDENCE) / 2, (1 - stats.CONFIDENCE) / 2], n - 1)
+    return Interval(s, s * math.sqrt((n - 1) / q[0]), s * math.sqrt((n - 1) / q[1]), n)
+
+
 def _stability(finals: pd.DataFrame) -> pd.DataFrame:
     """Per optimizer and batch size, the tuned runs' speed (time to target on this machine) and stability: the share
     of seeds that reached the target (Clopper-Pearson), the share that diverged, and the seed-to-seed spread (standard
-    deviation) of the final validation accuracy with its bootstrap interval."""
+    deviation) of the final validation accuracy with its normal-theory interval (std_interval)."""
     rows = []
     for (opt, bs), g in finals[finals["role"] == "tuned"].groupby(["optimizer", "batch_size"], sort=False):
         acc = [float(a) for a, st in zip(g["val_accuracy"], g["status"]) if st == "ok" and a is not None
                and not pd.isna(a)]
-        spread = stats.bootstrap([acc], lambda x, axis: np.std(x, axis=axis, ddof=1)) if len(acc) > 1 else \
-            stats.NO_DATA
+        spread = std_interval(acc)
         reached = int(sum(s is not None and not pd.isna(s) for s in g["steps"]))
         rows.append({"optimizer": opt, "batch_size": int(bs), "batch_label": g["batch_label"].iloc[0],
                      "runs": len(g), "reached": _share(reached, len(g)),
@@ -417,7 +428,8 @@ class TuningFinding:
                 else "no cell reached the target")
         short = s[[r.value < 1 for r in s["reached"]]]
         every = ("every seed reached it" if short.empty else
-                 "seeds missed it at " + ", ".join(f"{o} {b}" for o, b in zip(short["optimizer"], short["batch_label"])))
+                 "seeds missed it at " + ", ".join(f"{o} {b}" for o, b in zip(short["optimizer"],
+                                                                                short["batch_label"])))
         div = int(sum(round(d.value * d.n) for d in s["diverged"] if d.n))
         return f"Speed vs stability at tuned rates: {fast}; {every}; {div} run(s) diverged"
 

@@ -183,7 +183,7 @@ def speed_vs_stability(stability: pd.DataFrame, finding) -> plt.Figure:
     """Figure 3 from the tuned runs, per optimizer against batch size: speed as this machine's steady time to the
     target (median over seeds, 95 % interval), and stability as the share of seeds that reached the target, the share
     that diverged (Clopper-Pearson 95 % intervals), and the seed-to-seed spread of the final validation accuracy
-    (standard deviation in percentage points, 95 % bootstrap interval)."""
+    (standard deviation in percentage points, 95 % normal-theory interval)."""
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     (speed, spread), (reached, diverged) = axes
     color = _colors(finding)
@@ -205,7 +205,7 @@ def speed_vs_stability(stability: pd.DataFrame, finding) -> plt.Figure:
         ax.set_ylabel(f"share of the {seeds} final seeds")
         ax.set_title(f"Stability: seeds that {what} (95 % Clopper-Pearson)", fontsize=10)
     spread.set_ylabel("std of final validation accuracy over seeds (pp)")
-    spread.set_title("Stability: seed-to-seed spread of the final validation accuracy", fontsize=10)
+    spread.set_title("Stability: seed-to-seed spread of final validation accuracy (95 % χ² interval)", fontsize=10)
     for ax in axes.flat:
         batch_axis(ax, stability)
         ax.legend(fontsize="small")

@@ -117,8 +117,9 @@ def _fit_text(t: TuningFinding) -> str:
             f"from batch {_it(fit.parallel_from)}. Measured log-log slopes of steps against batch: {s_text}"
             + (f" (near-perfect, {PERFECT_SLOPE:g} or steeper, up to batch {end:,})." if end else "."))
     return ("**B_crit** (least squares of log steps on S = S_min (1 + B_crit/B) over every final run that reached the "
-            f"target; 95% intervals from {t.resamples:,} bootstrap resamples of the seeds within each batch size; '<' or '>' "
-            "where the interval reaches the search's bound, two decades beyond the batch sizes measured):\n\n"
+            f"target; 95% intervals from {t.resamples:,} bootstrap resamples of the seeds within each batch size; "
+            "'<' or '>' where the interval reaches the search's bound, two decades beyond the batch sizes "
+            "measured):\n\n"
             + "\n".join(parts) + "\n")
 
 
@@ -183,6 +184,7 @@ def speed_vs_stability_text(t: TuningFinding) -> str:
             f"its search chose for speed): speed is this machine's steady time to {t.target:.0%} validation accuracy; "
             "stability is the share of seeds that reached the target within the budget and the share that diverged "
             "(95% Clopper-Pearson intervals), and the seed-to-seed standard deviation of the final validation accuracy "
-            "(95% bootstrap interval over the seeds). Unlike a fixed number of epochs at pinned rates, every cell here "
+            "(95% normal-theory interval, from the chi-square distribution of the seeds' variance). Unlike a fixed "
+            "number of epochs at pinned rates, every cell here "
             f"ran at its own best rate for a budget of {t.checks} check intervals, {_margin(t)}. "
             f"{t.stability_title()}.\n\n" + (table(pd.DataFrame(rows)) if rows else "_no tuned runs_") + "\n")
