@@ -167,10 +167,12 @@ def test_the_cells_run_the_widening_only_where_the_search_needs_it():
 def test_tuning_cells_put_the_base_grid_then_the_widening_then_the_final_runs():
     p = tuning.PROFILES["test"]
     cells = tuning.cells("test")
-    order = [0 if c.role == "trial" and tuning.grid_of(p, c.optimizer, None).index(c.learning_rate) in range(3)
+    order = [0 if c.role == "trial" and tuning.grid_of(p, c.optimizer, None).index(c.learning_rate) in range(2)
              else 1 if c.role == "trial" else 2 for c in cells]
     assert order == sorted(order)
-    assert len([c for c in cells if order[cells.index(c)] == 0]) == 2 * 2 * 3 * 3  # opts x batches x rates x seeds
+    assert len([c for c in cells if order[cells.index(c)] == 0]) == 2 * 2 * 2 * 3  # opts x batches x rates x seeds
+    assert tuning.grid_of(p, "adam", None).base == (0.003162, 0.01) and tuning.grid_of(p, "sgd", None).base == (1.0,
+                                                                                                            3.162)
     assert len({c.test_id for c in cells}) == len(cells)
     assert all(c.learning_rate is None and c.seed not in p.trial_seeds for c in cells if c.role != "trial")
     assert all(c.total_updates == p.checks * p.interval(c.optimizer, c.batch_size) and c.epochs == p.checks
