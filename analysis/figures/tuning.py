@@ -28,10 +28,9 @@ def _plain(v: float, digits: int = 3) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.{digits}g}"
 
 
-def _log_y(ax) -> None:
-    """A log y axis labelled in plain numbers (250, not 2.5 x 10^2): the minor ticks too, every one where the axis
-    spans less than a decade, else those at 2 and 5."""
-    ax.set_yscale("log")
+def _plain_labels(ax) -> None:
+    """Plain-number labels on a log y axis (250, not 2.5 x 10^2): the minor ticks too, every one where the axis spans
+    less than a decade, else those at 2 and 5."""
 
     def minor(v, _):
         low, high = ax.get_ylim()
@@ -39,6 +38,11 @@ def _log_y(ax) -> None:
 
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _plain(v)))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
+
+
+def _log_y(ax) -> None:
+    ax.set_yscale("log")
+    _plain_labels(ax)
 
 
 def _errorbar(ax, xs, intervals, color, label, **kw):
@@ -152,10 +156,7 @@ def _search_map(ax, fig, g: pd.DataFrame, choices: pd.DataFrame, title: str) -> 
     ax.set_title(title, fontsize=10)
     ax.grid(False)
     if norm is not None:
-        bar = fig.colorbar(image, ax=ax, label="updates to target (median, log scale)")
-        bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _plain(v)))
-        bar.ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
-            lambda v, _: _plain(v, 2) if f"{v:.1g}"[0] in "25" else ""))
+        _plain_labels(fig.colorbar(image, ax=ax, label="updates to target (median, log scale)").ax)
 
 
 def sensitivity(trials: pd.DataFrame, finding) -> plt.Figure:
@@ -172,10 +173,10 @@ def sensitivity(trials: pd.DataFrame, finding) -> plt.Figure:
     handles = [matplotlib.patches.Patch(fill=False, edgecolor="red", linewidth=2.5),
                matplotlib.patches.Patch(fill=False, edgecolor="orange", linewidth=2.5, linestyle="--")]
     fig.legend(handles, ["chosen rate (fewest updates), interior", "chosen rate on an edge of the rates tried "
-                         "(the best may lie beyond it)"], fontsize="small", loc="lower center", ncol=2)
+                         "(the best may lie beyond it)"], fontsize="small", loc="lower center", ncol=min(2, len(opts)))
     fig.suptitle(f"{finding.sensitivity_title()}\n({finding.profile}, {finding.train_size:,} training examples, "
                  f"widening limit {finding.widen_limit} rate(s) per side)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.06 * (3 - min(2, len(opts))), 1, 1))
     return fig
 
 
