@@ -37,7 +37,9 @@ def draw(f) -> dict:
         figure4 = made(f.saddle[1], saddle.saddle_curves, f.runs[(f.runs["status"] == "ok")
                                                                & (f.runs["experiment"] == GRID)
                                                                & (f.runs["dispatch.mode"] == f.primary_mode)])
+    figure3 = made(f.speed_vs_stability, tuning.speed_vs_stability, getattr(f.speed_vs_stability, "stability", None))
     experiments = {"saddle": figure4, "escape": made(f.escape, saddle.escape, f.escape_runs),
+                   "speed_vs_stability": figure3,
                    "steps_to_target": made(f.tuning, tuning.steps_to_target, getattr(f.tuning, "steps", None)),
                    "sensitivity": made(f.tuning, tuning.sensitivity, getattr(f.tuning, "trials", None))}
     if f.summary is None:
@@ -46,7 +48,7 @@ def draw(f) -> dict:
     return {
         "epoch_time": made(f.epoch_time, speed.epoch_time, f.by_mode),
         "time_per_update": made(f.time_per_update, speed.time_per_update, f.by_mode, f.knees),
-        "speed_vs_stability": made(f.speed_vs_stability, stability.speed_vs_stability, f.summary),
+        "speed_vs_stability": figure3,
         "learning_curves": made(f.learning_curves, stability.learning_curves, ok),
         "gpu": made(f.gpu, hardware.gpu_usage, f.summary),
         "machines": made(f.machines, hardware.machines_relative, getattr(f.machines, "cells", None)),

@@ -68,27 +68,7 @@ class TimePerUpdate:
             return ", ".join(f"{getattr(c, attr).outcome} in {c.label(self.machines)}" for c in self.claims
                              if getattr(c, attr) is not None) or "no data"
         return (f"Claim 1 (a batch-10 update costs about as much as a batch-1 update): {verdicts('claim1')}\n"
-                f"Claim 2 (time per update grows past a knee): {verdicts('claim2')}")
-
-
-@dataclass
-class SpeedStability:
-    """Figure 3: training time against final test accuracy."""
-
-    best_optimizer: str
-    best_batch: str
-    best_accuracy: float
-    best_train_time_s: float
-    cells: int
-    reached: int
-    fastest: tuple | None  # (optimizer, batch label, Interval of steady seconds) to the target
-    targets: str  # "quick 0.90 validation accuracy, ..."
-    max_seeds: int
-    max_spread: float
-
-    def title(self) -> str:
-        return (f"Best: {self.best_optimizer} at batch {self.best_batch} "
-                f"({self.best_accuracy:.3f} in {self.best_train_time_s:.0f} s); labels = batch size")
+                f"Claim 2 (flat up to a knee, then time per update grows): {verdicts('claim2')}")
 
 
 @dataclass
@@ -210,7 +190,7 @@ class Findings:
     primary_mode: str | None
     epoch_time: EpochTime | Skipped = None
     time_per_update: TimePerUpdate | Skipped = None
-    speed_vs_stability: SpeedStability | Skipped = None
+    speed_vs_stability: object = None  # the tuning experiment's finding (figure 3 from its tuned runs) or Skipped
     saddle: object = None  # SaddleBenchmark, (GridSaddle, SaddleCurves | Skipped) or Skipped
     learning_curves: LearningCurves | Skipped = None
     gpu: GpuUsage | Skipped = None
@@ -244,21 +224,14 @@ def noise_scale(runs, saddle) -> NoiseScale | None:
                       float(np.min(allv)), float(np.max(allv)))
 
 
-def speed_vs_stability(summary) -> SpeedStability:
-    best = summary.loc[summary["test_accuracy"].idxmax()]
-    reached = summary.dropna(subset=["time_to_target_s"])
-    fastest = None
-    if len(reached):
-        f = reached.loc[reached["time_to_target_s"].idxmin()]
-        fastest = (f["optimizer"], f["batch_label"], Interval(f["time_to_target_s"], f["time_to_target_lo_s"],
-                                                              f["time_to_target_hi_s"], len(f["epoch_samples_s"])))
-    spread = summary["test_accuracy_max"] - summary["test_accuracy_min"]
-    targets = summary.drop_duplicates("profile")
-    return SpeedStability(best["optimizer"], best["batch_label"], float(best["test_accuracy"]),
-                          float(best["train_time_s"]), len(summary), len(reached), fastest,
-                          ", ".join(f"{p} {t:.2f} {on} accuracy" for p, t, on in
-                                    zip(targets["profile"], targets["target_accuracy"], targets["target_on"])),
-                          int(summary["seeds"].max()), float(spread.max()))
+def speed_stability(tuning):
+    """Figure 3 comes from the tuned runs: speed (time to target) and stability (seeds that reached it, divergences,
+    the spread of final validation accuracy) at rates tuned per batch size. The grid's runs, at pinned rates after a
+    fixed number of epochs, measure the update budget rather than stability."""
+    if isinstance(tuning, T.TuningFinding) and len(tuning.stability):
+        return tuning
+    return Skipped("speed and stability are judged at rates tuned per batch size: the tuning experiment's runs "
+                   "(pytest bench --experiment tuning) are not in these files")
 
 
 def grid_saddle(runs, order) -> GridSaddle:
@@ -411,9 +384,9 @@ def compute(runs: pd.DataFrame) -> Findings:
         why = Skipped(f"no run of the grid finished ({len(grid_runs)} run(s): {statuses})" if len(grid_runs) else
                       "the files hold only the experiments' runs (" + ", ".join(
                           dict.fromkeys(experiments["experiment"])) + ")")
-        for key in ("epoch_time", "time_per_update", "speed_vs_stability", "learning_curves", "gpu", "machines",
-                    "efficiency", "dispatch"):
+        for key in ("epoch_time", "time_per_update", "learning_curves", "gpu", "machines", "efficiency", "dispatch"):
             setattr(f, key, why)
+        f.speed_vs_stability = speed_stability(found_tuning)
         f.saddle = S.benchmark_finding(saddle) or Skipped("no saddle-benchmark run in these files")
         return f
     # runs of both dispatch modes: figure 9 compares them; the others show one mode (default if present)
@@ -433,7 +406,7 @@ def compute(runs: pd.DataFrame) -> Findings:
     f.epoch_time = EpochTime(f.claims, n_machines)
     f.time_per_update = TimePerUpdate(f.claims, n_machines, noise_scale(mine, saddle))
     f.unstable = by_mode[by_mode["unstable"]]
-    f.speed_vs_stability = speed_vs_stability(summary)
+    f.speed_vs_stability = speed_stability(found_tuning)
     bench = S.benchmark_finding(saddle)
     f.saddle = bench if bench is not None else (grid_saddle(mine, order), saddle_curves(ok))
     f.learning_curves = learning_curves(mine, order)

@@ -108,7 +108,8 @@ def test_figures_hold_the_plotted_data(built):
     assert "lecture, GTX 980" in [t.get_text() for t in figs["epoch_time"].axes[0].get_legend().get_texts()]
     plotted = _plotted(figs["time_per_update"].axes[0])
     assert all(any(math.isclose(y * 1000, p, rel_tol=1e-9) for p in plotted) for y in cells["time_per_update_s"])
-    assert len(figs["speed_vs_stability"].axes[0].containers) == 2  # an errorbar series per optimizer
+    # figure 3 is drawn from the tuning experiment's tuned runs, which the smoke fixture does not hold
+    assert isinstance(figs["speed_vs_stability"], Skipped) and "--experiment tuning" in figs["speed_vs_stability"].reason
     loss_ax = figs["saddle"].axes[0]
     assert {t.get_text() for t in loss_ax.get_legend().get_texts()} == {"batch 1", "batch 10", "batch 100",
                                                                         "batch full"}
@@ -126,7 +127,7 @@ def test_unstable_cells_are_drawn_hollow(built):
 
 
 def test_figure_axes_are_labelled(built):
-    for key in ("epoch_time", "time_per_update", "speed_vs_stability", "saddle"):
+    for key in ("epoch_time", "time_per_update", "saddle"):
         for ax in built[1][key].axes:
             assert ax.get_ylabel(), key
         assert any(ax.get_title() for ax in built[1][key].axes), key
@@ -138,7 +139,8 @@ def test_cli_writes_every_figure_and_the_report(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     # one CPU machine, default dispatch, no experiment (escape, tuning) in the smoke fixture
-    drawn = [k for k in FIGURES if k not in ("gpu", "machines", "dispatch", "escape", "steps_to_target", "sensitivity")]
+    drawn = [k for k in FIGURES if k not in ("speed_vs_stability", "gpu", "machines", "dispatch", "escape", "steps_to_target",
+                                          "sensitivity")]
     for i, key in enumerate(FIGURES, start=1):
         for ext in ("png", "svg"):
             assert (tmp_path / f"fig{i}_{key}.{ext}").exists() == (key in drawn)

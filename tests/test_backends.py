@@ -43,9 +43,12 @@ def test_jax_records_follow_the_contract(jax_run):
         assert [u for u, _ in rec.loss_curve] == list(range(1, rec.updates + 1, rec.curve_stride))
         assert len(rec.grad_norm_curve) == -(-rec.updates // rec.grad_norm_stride)
         assert all(v > 0 for _, v in rec.loss_curve + rec.grad_norm_curve)
-        assert rec.probes.enabled is True and rec.hessian is not None and rec.hessian.lambda_max > 0  # probes on JAX
-        assert len(rec.full_grad_norm_by_epoch) == cell.epochs and len(rec.noise_scale_by_epoch) == cell.epochs
-    assert recs["test_train[adam-bs10-seed0]"].test_accuracy > 0.5  # 10 classes: chance is 0.1
+        if cell.repeat == 1:  # the probes follow the trajectory: the first repeat of each cell takes them
+            assert rec.probes.enabled is True and rec.hessian is not None and rec.hessian.lambda_max > 0
+            assert len(rec.full_grad_norm_by_epoch) == cell.epochs and len(rec.noise_scale_by_epoch) == cell.epochs
+        else:
+            assert rec.probes.enabled is False and rec.hessian is None
+    assert recs["test_train[adam-bs10-seed0-r1]"].test_accuracy > 0.5  # 10 classes: chance is 0.1
     assert len((out / "runs.jsonl").read_text().splitlines()) == len(cells)
 
 

@@ -14,7 +14,7 @@ from bench import grid, record
 
 from .helpers import ROOT, benchmarks, lines_in, run, stored, sweep_cmd, wait_for
 
-TINY = ["--bench-profile", "smoke", "--optimizers", "sgd", "--train-size", "200", "--epochs", "2"]
+TINY = ["--bench-profile", "smoke", "--optimizers", "sgd", "--train-size", "200", "--epochs", "2", "--repeats", "1"]
 
 
 @pytest.mark.slow
@@ -58,7 +58,7 @@ def test_ctrl_c_mid_run_is_recorded_and_stops_the_sweep(tmp_path, real_mnist, ba
         pytest.importorskip("jax")
     path, out = tmp_path / "runs.jsonl", tmp_path / "b.json"
     cmd = sweep_cmd("-v", "--bench-profile", "smoke", "--optimizers", "sgd", "--batch-sizes", "1", "--seeds", "0,1,2",
-                    "--epochs", "3", "--train-size", "1000", "--no-probes", "--benchmark-json", str(out),
+                    "--epochs", "3", "--train-size", "1000", "--no-probes", "--repeats", "1", "--benchmark-json", str(out),
                     store=path, mnist=real_mnist)
     # the sweep gets Ctrl-C as a terminal would deliver it, also when this test runs in the background (nohup,
     # `pytest tests &` from a script), where SIGINT is ignored and a child would inherit that
@@ -146,7 +146,7 @@ def test_resume_from_a_store_with_a_bad_line_uses_every_valid_record(tmp_path):
         f.write("not json\n")
     proc = run(sweep_cmd("--collect-only", "-q", *TINY, "--resume", store=path), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"resume: 1 of 12 cells already in {path}, skipped; 11 to run" in proc.stdout  # 4 cells x 3 repeats
+    assert f"resume: 1 of 4 cells already in {path}, skipped; 3 to run" in proc.stdout
     assert f"{path}:2: not a JSON line" in proc.stdout and "Traceback" not in proc.stderr
 
 

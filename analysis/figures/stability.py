@@ -1,36 +1,10 @@
-"""Figures 3 and 5: what each batch size and optimizer reached, and how fast."""
+"""Figure 5: what each batch size and optimizer reached, epoch by epoch."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-
-
-def speed_vs_stability(summary: pd.DataFrame, finding) -> plt.Figure:
-    """Figure 3: training time (x) against final test accuracy (y, seed spread), a point per batch size."""
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    opts = list(summary["optimizer"].unique())
-    palette = dict(zip(opts, sns.color_palette(n_colors=len(opts))))
-    for (opt, machine), g in summary.sort_values("batch_size").groupby(["optimizer", "machine"], observed=True,
-                                                                          sort=False):
-        yerr = None
-        if g["seeds"].max() > 1:
-            yerr = [g["test_accuracy"] - g["test_accuracy_min"], g["test_accuracy_max"] - g["test_accuracy"]]
-        ax.errorbar(g["train_time_s"], g["test_accuracy"], yerr=yerr, marker="o", capsize=3,
-                    color=palette[opt], label=opt if summary["machine"].nunique() == 1 else f"{opt}, {machine}")
-        for _, r in g.iterrows():
-            ax.annotate(r["batch_label"], (r["train_time_s"], r["test_accuracy"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7, color=palette[opt])
-    ax.set_xscale("log")
-    ax.set_xlabel("training time, all epochs (s, log scale)")
-    ax.set_ylabel("final test accuracy" + (" (bars: min-max over seeds)" if summary["seeds"].max() > 1 else ""))
-    ax.axhline(0.1, color="gray", linestyle=":", linewidth=1)
-    ax.annotate("chance", (ax.get_xlim()[0], 0.1), xytext=(3, 3), textcoords="offset points", fontsize=8, color="gray")
-    ax.set_title(finding.title())
-    ax.legend(fontsize="small", ncol=2)
-    fig.tight_layout()
-    return fig
 
 
 def learning_curves(runs: pd.DataFrame, finding) -> plt.Figure:

@@ -16,7 +16,7 @@ from analysis.report.escape import escape_text
 from analysis.report.escape import verdict_rows as escape_verdict_rows
 from analysis.report.text import batch as _b
 from analysis.report.text import fmt, table
-from analysis.report.tuning import tuning_text
+from analysis.report.tuning import speed_vs_stability_text, tuning_text
 from analysis.saddle import SaddleBenchmark
 from analysis.tuning import TuningFinding
 
@@ -187,19 +187,6 @@ def time_per_update_text(f) -> str:
     return out
 
 
-def speed_vs_stability_text(f) -> str:
-    if f.fastest:
-        opt, batch, seconds = f.fastest
-        reach = (f"{f.reached} of {f.cells} cells reached the profile's target ({f.targets}); fastest: "
-                 f"{opt} at batch {batch} in {seconds.text('.3g', ' s')} of steady training.")
-    else:
-        reach = f"No cell reached the profile's target ({f.targets})."
-    spread = (f" Largest spread of final accuracy over seeds: {f.max_spread:.3f}." if f.max_seeds > 1
-              else " One seed per cell: run with `--seeds 0,1,2` to measure the spread.")
-    return (f"Highest final test accuracy: {f.best_optimizer} at batch {f.best_batch}, {f.best_accuracy:.3f} after "
-            f"{f.best_train_time_s:.1f} s of steady training. " + reach + spread)
-
-
 def grid_saddle_text(f: GridSaddle) -> str:
     stuck = (f"Batch {', '.join(f.stuck)} ended within 5% of ln 10 = {math.log(10):.2f}, the loss of a uniform "
              "guess: still on the initial plateau. " if f.stuck else
@@ -326,7 +313,9 @@ def render_saddle_only(f: Findings, figures: dict) -> str:
                   escape_text(f.escape) + "\n"]
     if isinstance(f.tuning, TuningFinding):
         parts += ["## The tuning experiment\n", _figure_line("Steps to target", figures.get("steps_to_target")),
-                  tuning_text(f.tuning) + "\n"]
+                  tuning_text(f.tuning) + "\n", "## Speed vs stability at tuned rates\n",
+                  _figure_line("Speed vs stability", figures.get("speed_vs_stability")),
+                  speed_vs_stability_text(f.tuning) + "\n"]
     if isinstance(f.saddle, SaddleBenchmark):
         parts += ["## The saddle benchmark\n", _figure_line("Saddle points", figures.get("saddle")),
                   saddle_section.text(f.saddle) + "\n"]
