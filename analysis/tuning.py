@@ -249,10 +249,12 @@ def _cell_steps(opt, bs, role, g: pd.DataFrame, noise_sd: float) -> dict:
     (95 % bootstrap interval), the time to target on this machine, the resolution and the validation noise in steps,
     and the median noise scale at the target."""
     reached = [float(s) for s in g["steps"] if s is not None and not pd.isna(s)]
-    per_update = [s for lst in g["update_samples_s"] for s in (lst or [])] if "update_samples_s" in g else []
     steps = _median(reached) if reached else stats.NO_DATA
-    time = (stats.bootstrap([reached, per_update], lambda a, b, axis: np.median(a, axis=axis)
-                            * np.median(b, axis=axis)) if reached and per_update else stats.NO_DATA)
+    # time to target on this machine: each seed's steps at its own run's estimate (its fastest steady sample per
+    # update, the suite's timing estimator); the seeds are the cell's repeats (stats.repeats: t over them)
+    times = [float(s) * float(t) for s, t in zip(g["steps"], g["time_per_update_s"])
+             if s is not None and not pd.isna(s) and t is not None and not pd.isna(t) and t > 0]
+    time = stats.repeats(times) if times else stats.NO_DATA
     slopes = [s for s in g["slope"] if s is not None and not pd.isna(s) and s > 0]
     noise = [v for v in _column(g, "tuning.noise.b_simple") if v is not None and not pd.isna(v)]
     interval = int(g["interval"].iloc[0])
