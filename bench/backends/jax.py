@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import keras
+import numpy as np
 
 from bench.backends import Unsupported
 from bench.backends.curves import Layout
@@ -17,7 +18,7 @@ NO_CURVES = None  # the curve recorder is part of the model's stateless train st
 # the device loop runs its steps in blocks aligned to the gradient-norm updates (no per-step conditional);
 # False decides at every step, as model.fit does (the tests compare the two)
 _ALIGN_NORM_STEPS = True
-FIXED_BUDGET = False  # no repeated(): the experiments need the tensorflow backend
+FIXED_BUDGET = True  # repeated(): the experiments' fixed update budgets, the same minibatches as on TensorFlow
 NO_PROBES = None  # the probes run on JAX too (Probe: forward-over-reverse Hessian-vector products)
 
 
@@ -305,8 +306,35 @@ def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, cal
     hooks.on_train_end()
 
 
+class _Repeated(keras.utils.PyDataset):
+    """Batch i of the endless sequence bench.backends.order draws, by index (num_batches None: endless). Keras reads
+    a PyDataset from index 0 when fit starts and, with steps_per_epoch, continues the same iterator across epochs;
+    being indexed, the sequence does not depend on what Keras peeks at before training (its symbolic build)."""
+
+    def __init__(self, x, y, batch_size: int, seed: int):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.seed = np.asarray(x), np.asarray(y), batch_size, seed
+        self.per_pass = len(self.x) // batch_size
+        self._pass = (None, None)  # (pass index, its index batches): one permutation drawn per pass
+
+    @property
+    def num_batches(self):
+        return None  # endless
+
+    def __getitem__(self, i):
+        from bench.backends import order
+
+        index, k = divmod(int(i), self.per_pass)
+        if self._pass[0] != index:
+            self._pass = (index, order.pass_batches(len(self.x), self.batch_size, self.seed, index))
+        rows = self._pass[1][k]
+        return self.x[rows], self.y[rows]
+
+
 def repeated(x, y, batch_size: int, seed: int):
-    raise Unsupported("a fixed update budget (the saddle benchmark) needs the tensorflow backend")
+    """Minibatches of exactly `batch_size` examples, endlessly, in the order bench.backends.order draws: the same
+    batches as the TensorFlow backend's for the same seed, without TensorFlow (a keras.utils.PyDataset)."""
+    return _Repeated(x, y, batch_size, seed)
 
 
 def floor_epoch(model, optimizer, xb, yb):

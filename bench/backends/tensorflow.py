@@ -215,10 +215,23 @@ def fit_device_loop(model, x, y, *, batch_size: int, epochs: int, seed: int, cal
 
 
 def repeated(x, y, batch_size: int, seed: int):
-    """Minibatches of exactly `batch_size` examples, the training set reshuffled at every pass, endlessly."""
-    return (tf.data.Dataset.from_tensor_slices((x, y))
-            .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size, drop_remainder=True).repeat())
+    """Minibatches of exactly `batch_size` examples, endlessly, in the order bench.backends.order draws (each pass a
+    fresh permutation from (seed, pass), the remainder dropped): the same batches as the JAX backend's for the same
+    seed. (tf.data's own shuffle would give an order no other backend can reproduce, and the escape experiment
+    compares the backends run for run.)"""
+    from bench.backends import order
+
+    n = len(x)
+    per_pass = n // batch_size
+    xd, yd = tf.constant(x), tf.constant(y)
+
+    def indices(index):
+        return order.pass_batches(n, batch_size, seed, int(index))
+
+    passes = tf.data.Dataset.counter().map(
+        lambda i: tf.ensure_shape(tf.numpy_function(indices, [i], tf.int64), [per_pass, batch_size]))
+    return (passes.unbatch().map(lambda index: (tf.gather(xd, index), tf.gather(yd, index)))
+            .prefetch(tf.data.AUTOTUNE))
 
 
 def floor_epoch(model, optimizer, xb, yb):
