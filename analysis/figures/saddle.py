@@ -1,4 +1,4 @@
-"""Figure 4: the loss and gradient norm per update, plateaus and the curvature probes (saddle points)."""
+"""Figures 4 and 10: loss, gradient norm and curvature per update (saddle points); the escape survival curves."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import FuncFormatter
 
 from analysis.figures import batch_axis
 from analysis.findings import curve_selection
@@ -108,7 +109,8 @@ def _curvature_panel(ax, data):
     ax.set_yscale("symlog", linthresh=1e-3)
     batch_axis(ax, data)
     ax.set_ylabel("Hessian eigenvalue at the end of the run\n(probe set; symlog, median over seeds)")
-    ax.set_title("Extreme curvature where each run ended (λ_min < 0: a saddle direction)", fontsize=10)
+    ax.set_title("Extreme curvature where each run ended: λ_min < 0 at every end, so negative\ncurvature alone "
+                 "marks no saddle (the gradient decides: see the plateau labels)", fontsize=10)
     ax.legend(fontsize="small")
 
 
@@ -132,57 +134,62 @@ def saddle_benchmark(runs: pd.DataFrame, finding) -> plt.Figure | None:
     return fig
 
 
-ARM_STYLE = {"updates": ("-", "o", "tab:blue"), "examples": ("--", "s", "tab:orange")}
+def _arm_style(s, sizes) -> dict:
+    """Line style of an arm: minibatch sizes on one colour scale, the full batch black, the isotropic control red."""
+    count = f" ({s.events} of {s.n} escaped)"
+    if s.arm == "full":
+        return {"color": "black", "linewidth": 2.2, "label": "full batch, no noise" + count}
+    if s.arm == "isotropic":
+        return {"color": "tab:red", "linestyle": "--", "label": "full batch + " + s.label + count}
+    colors = dict(zip(sizes, sns.color_palette("viridis", n_colors=max(len(sizes), 1))))
+    return {"color": colors[s.batch_size], "label": f"batch {s.label}" + count}
+
+
+def _survival_curve(ax, s, style, start):
+    """A Kaplan-Meier step curve from 1 at `start` (the log axis' left end), censored runs marked '+' on it where
+    they stopped."""
+    times = np.sort(np.unique(s.times))
+    at_risk = [(s.times >= t).sum() for t in times]
+    events = [((s.times == t) & s.escaped).sum() for t in times]
+    surv = np.cumprod([1 - e / n for e, n in zip(events, at_risk)])
+    xs, ys = np.concatenate([[start], times]), np.concatenate([[1.0], surv])
+    ax.step(xs, ys, where="post", **style)
+    censored = s.times[~s.escaped]
+    if len(censored):
+        level = [ys[np.searchsorted(xs, t, side="right") - 1] for t in censored]
+        ax.plot(censored, level, linestyle="none", marker="+", markersize=11, color=style["color"])
 
 
 def escape(runs: pd.DataFrame, finding) -> plt.Figure:
-    """Figure 10: updates (left) and examples (right) each batch size needed to escape the stuck point, per arm
-    (the same updates, the same examples): the median over seeds with its 95 % interval, every run as a dot, a
-    run that never escaped as an open triangle at its budget; the full batch at other learning rates as crosses."""
-    data = runs[runs["escape.arm"].notna() & (runs["status"] == "ok")]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
-    for ax, unit in zip(axes, ("updates", "examples")):
-        for arm, (line, marker, color) in ARM_STYLE.items():
-            sel = data[data["escape.arm"] == arm].sort_values("batch_size")
-            if sel.empty:
-                continue
-            scale = sel["batch_size"] if unit == "examples" else 1
-            escaped = sel["escape.escaped"].astype(bool)
-            done = pd.Series(np.where(escaped, sel["escape.updates_to_escape"].fillna(0),
-                                      sel["escape.budget_updates"]), index=sel.index).astype(float) * scale
-            ax.plot(sel["batch_size"], done.where(escaped), linestyle="none", marker=".", color=color,
-                    alpha=0.5)
-            ax.plot(sel["batch_size"], done.where(~escaped), linestyle="none", marker="^",
-                    markerfacecolor="none", color=color, markersize=9)
-            med = getattr(finding.arms[arm], unit)
-            sizes = sel.groupby("batch_label", sort=False)["batch_size"].first()
-            xs = [sizes[b] for b in med]
-            vals = [med[b] for b in med]
-            ax.errorbar(xs, [v.value for v in vals], linestyle=line, marker=marker, color=color, capsize=3,
-                        label=f"same {arm} (median over seeds)",
-                        yerr=[[v.value - v.low if v.defined else 0 for v in vals],
-                              [v.high - v.value if v.defined else 0 for v in vals]])
-        fair = data[data["escape.arm"] == "fairness"]
-        points = {}  # runs that land on one point share one marker and one label
-        for _, r in fair.iterrows():
-            y = (r["escape.updates_to_escape"] if r["escape.escaped"] else r["escape.budget_updates"])
-            y = y * (r["batch_size"] if unit == "examples" else 1)
-            points.setdefault((r["batch_size"], y, bool(r["escape.escaped"])), []).append(r["learning_rate"])
-        for (b, y, escaped), rates in points.items():
-            ax.plot([b], [y], marker="x" if escaped else "^", color="tab:red", markerfacecolor="none", markersize=9,
-                    linestyle="none")
-            ax.annotate("lr " + ", ".join(f"{x:g}" for x in sorted(rates)), (b, y), xytext=(5, 0),
-                        textcoords="offset points", fontsize=7, color="tab:red")
-        ax.set_yscale("log")
-        batch_axis(ax, data)
-        ax.set_ylabel(f"{unit} to escape (log scale)")
-        ax.set_title(f"{unit.capitalize()} until the probe-set loss is {finding.margin:.0%} below the stuck point's",
-                     fontsize=10)
-    handles, labels = axes[0].get_legend_handles_labels()
-    handles += [plt.Line2D([], [], marker="^", markerfacecolor="none", color="gray", linestyle="none"),
-                plt.Line2D([], [], marker="x", color="tab:red", linestyle="none")]
-    labels += ["never escaped (at its budget)", "full batch at another learning rate"]
-    axes[0].legend(handles, labels, fontsize="small")
+    """Figure 10: per start point (rows) and learning rate (columns), the fraction of runs of each arm still at the
+    point after so many updates (Kaplan-Meier), censored runs marked '+' at their budget; each panel's title gives
+    the point's certificate and its verdict."""
+    points = list(finding.points.values())
+    columns = max(len(p.rates) for p in points)
+    fig, axes = plt.subplots(len(points), columns, figsize=(6.2 * columns, 4.4 * len(points)), squeeze=False)
+    for row, point in zip(axes, points):
+        sizes = sorted({s.batch_size for s in point.arms.values() if s.arm == "minibatch"})
+        for ax, rate in zip(row, point.rates):
+            arms = sorted((s for s in point.arms.values() if s.rate == rate),
+                          key=lambda s: (s.arm != "minibatch", s.batch_size))
+            start = 0.5 * min(float(s.times.min()) for s in arms)  # half the first check: the curves' left end
+            for s in arms:
+                _survival_curve(ax, s, _arm_style(s, sizes), start)
+            ax.set_xscale("log")
+            ax.set_xlim(left=start)
+            plain = FuncFormatter(lambda v, _: f"{v:,.0f}")
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(plain)
+            ax.set_ylim(-0.03, 1.05)
+            ax.set_xlabel("updates from the start point (log scale)")
+            ax.set_ylabel("fraction of runs not yet escaped")
+            c = point.certificate
+            where = (f"λ_min {c['lambda_min']:.3g}, λ_max {c['lambda_max']:.3g}, rate {rate:g} = "
+                     f"{rate * c['lambda_max'] / 2:.2f} × 2/λ_max" if c else f"rate {rate:g}, uncertified")
+            ax.set_title(f"{point.point}: {point.verdict.outcome}\n{where}", fontsize=10)
+            ax.legend(fontsize="x-small", loc="lower left")
+        for ax in row[len(point.rates):]:
+            ax.set_axis_off()
     fig.suptitle(finding.title(), fontsize=11)
     fig.tight_layout()
     return fig

@@ -1,192 +1,346 @@
-"""The escape experiment (`pytest bench --experiment escape`, bench/test_escape.py): the lecture network (sigmoid,
-plain SGD) from one stuck point, every batch size for the same number of examples and for the same number of
-updates, until the probe set's loss falls a margin below the stuck point's; and the full batch at other learning
-rates. The stuck point: full-batch descent to a flat point with negative curvature, saved once so that every
-batch size starts from the same weights."""
+"""The escape experiment (`pytest bench --experiment escape`, bench/test_escape.py): claim 3 tested at certified
+strict saddles of the lecture network (sigmoid, plain SGD), every arm at the same learning rates for the same
+number of updates.
+
+Start points (bench/certify.py), each certified in float64 on the whole training subset (flatness below 1e-6,
+both spectrum ends converged, lambda_min + its residual < -1e-3 lambda_max):
+* `constructed`: W2 = W3 = 0, b3 = log class frequencies, one live layer-2 unit (b2 = 0) and the others off
+  (b2 = -2), the first layer at the seed-0 initialisation: the gradient is exactly zero;
+* `found`: full-batch SGD (the lecture's rate, 0.1) from the seed-0 initialisation until the training subset's
+  loss stalls (bench.curvature.probe_plateaus on checks every 5 updates), then a Newton-MR critical-point search.
+A point that fails its certificate is still run and reported, and no verdict is drawn from it.
+
+Arms from each point, at every rate of the point's grid (each below 2 / lambda_max there: full-batch descent is
+stable at every rate, so a loss spike is never mistaken for an escape), the same number of updates for every
+minibatch arm:
+* `minibatch`: batch sizes 1 to 1,000, seeds for the minibatch order;
+* `full`: the full batch from the exact point in float32: rounding (of the point and of every step) is its only
+  perturbation; its seed orders the examples inside the batch, which changes only that rounding. Its horizon is
+  the profile's, chosen to be at least 10x the slowest minibatch arm's median escape (the analysis checks it);
+* `isotropic`: the full batch plus isotropic Gaussian noise whose norm matches the batch-B minibatch gradient
+  noise there (sqrt(E|g_B - g|^2), sampling without replacement): does any noise escape, or minibatch noise in
+  particular? The noise of K updates is added at once at every check (and at the start): N(0, s^2 I) with
+  d s^2 = K (eta |noise|)^2, the variance K steps of such noise would add.
+
+Escape, checked every K updates on the whole training subset: the projection of w - w* on the span of the
+certificate's NEGATIVE lowest Ritz vectors exceeds DELTA (0.1) and the loss is MARGIN (1 %) below the point's. The
+loss is the binding criterion: at these points the loss is the label entropy, the lowest value along every direction
+of positive curvature, so it falls a margin below only by moving along negative curvature; the geometric one guards
+against a loss decrease that bypasses the point's lowest directions. DELTA is small because the negative eigenspace
+is larger than the few Ritz vectors computed (each of the constructed point's 499 off units couples W2 and W3 too,
+with sigmoid'(-2) in place of 1/4, and minibatch noise excites those directions: measured runs fell 10 % below the
+point's loss while their projection on the three lowest vectors was 0.35); it is still five orders of magnitude above where float32 rounding starts the full
+batch (about 1e-6). A run stops at the first check where both hold; the record keeps the first check of each (the
+geometric and the loss time) and every check's (update, loss, projection). A run that never escapes is censored at
+its budget: the analysis reads survival data (analysis/escape.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+import os
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bench import backends, curvature
+from bench import backends, certify, curvature
 from bench.experiments.base import Context, Experiment, Option, Plan
-from bench.grid import FULL, BadOption, RunConfig, parse_seeds
-from bench.record import Escape, Stuck, Target
+from bench.grid import BadOption, RunConfig, parse_seeds
+from bench.record import Escape, Target
+from bench.record.escape import Certificate
 
 NAME = "escape"
+POINTS = ("constructed", "found")
+DELTA = 0.1
+MARGIN = 0.01
+LECTURE_RATE = 0.1  # the descent to the found point's plateau
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One rate of a point's grid: checks every `check_every` updates, `checks` of them for the minibatch arms
+    (their budget: check_every x checks updates) and `full_checks` for the full batch and the isotropic arm."""
+
+    rate: float
+    check_every: int
+    checks: int
+    full_checks: int
+
+    @property
+    def budget(self) -> int:
+        return self.check_every * self.checks
+
+    @property
+    def horizon(self) -> int:
+        return self.check_every * self.full_checks
 
 
 @dataclass(frozen=True)
 class EscapeProfile:
-    """Plain SGD from one stuck point of the lecture network, every batch size, for the same number of examples
-    and for the same number of updates, probed at `checks` equal steps until the probe set's loss falls `margin`
-    below the stuck point's; and the full batch at other learning rates (the fairness arm)."""
+    """Plain SGD from each certified point, every arm at every rate of the point's grid."""
 
     name: str
     train_size: int
-    batch_sizes: tuple
-    seeds: tuple  # the minibatch order's; the full batch is deterministic and runs once (seed 0)
-    examples: int  # the same-examples budget
-    updates: int  # the same-updates budget
-    checks: int  # probe points per run: the escape's resolution is budget / checks updates
-    learning_rate: float  # SGD's in both arms (the lecture's 0.1)
-    fairness_rates: tuple  # the full batch's other learning rates
-    margin: float  # escaped: probe-set loss below (1 - margin) x the stuck point's
-    stuck_max_updates: int  # full-batch descent to a stuck point: at most this many updates
+    batch_sizes: tuple  # the minibatch arms
+    seeds: tuple  # the minibatch arms' (the order of the minibatches)
+    full_seeds: tuple  # the full batch's (the order of the examples inside the batch: rounding only)
+    iso_batch: int  # the isotropic arm matches this batch size's gradient noise
+    iso_seeds: tuple
+    grids: dict  # point -> tuple of Rate
+    search_steps: int  # Newton-MR steps of the found point's search
+    search_minres: int  # MINRES iterations per step
+    plateau_max_updates: int  # the found point's descent: at most this many full-batch updates
     about: str
     target: Target = Target(value=0.90, split="validation")
 
+    @property
+    def points(self) -> tuple:
+        return tuple(self.grids)
+
 
 PROFILES = {
-    "test": EscapeProfile("escape-test", 300, (1, 10, FULL), (0, 1), 300, 40, 4, 0.1, (1.0,), 0.05, 40,
-                          "the tests: seconds"),
-    "cpu": EscapeProfile("escape", 10_000, (1, 10, 100, 1000, FULL), (0, 1, 2, 3, 4), 10_000, 200, 20, 0.1,
-                         (0.3, 1.0, 3.0), 0.1, 200, "10,000 examples, 5 seeds: about 15 minutes on 2 CPU cores"),
-    "gpu": EscapeProfile("escape-lecture", 50_000, (1, 10, 100, 1000, 10000, FULL), tuple(range(10)), 100_000,
-                         2_000, 50, 0.1, (0.3, 1.0, 3.0, 10.0), 0.1, 500, "the lecture's 50,000 examples, 10 seeds"),
+    "test": EscapeProfile(
+        "escape-test", 300, (10, 100), (0, 1), (0,), 10, (0,),
+        {"constructed": (Rate(1.5, 20, 20, 24),), "found": (Rate(0.05, 25, 4, 4),)},
+        search_steps=3, search_minres=20, plateau_max_updates=30, about="the tests: a few minutes"),
+    "cpu": EscapeProfile(
+        "escape", 1000, (1, 10, 100), tuple(range(12)), (0, 1, 2), 10, (0, 1, 2),
+        {"constructed": (Rate(0.75, 40, 25, 175), Rate(1.5, 20, 25, 200)),
+         "found": (Rate(0.06, 100, 30, 200), Rate(0.09, 70, 30, 200))},
+        search_steps=12, search_minres=60, plateau_max_updates=100,
+        about="1,000 examples, 12 seeds per minibatch arm, 3 per full-batch arm: about 40 minutes on 2 CPU cores"),
+    "gpu": EscapeProfile(
+        "escape-gpu", 2000, (1, 10, 100, 1000), tuple(range(20)), tuple(range(5)), 10, tuple(range(10)),
+        {"constructed": (Rate(0.5, 50, 40, 400), Rate(1.0, 25, 40, 400), Rate(1.5, 20, 40, 400)),
+         "found": (Rate(0.03, 300, 40, 200), Rate(0.06, 150, 40, 200), Rate(0.09, 100, 40, 200))},
+        search_steps=30, search_minres=100, plateau_max_updates=200,
+        about="2,000 examples, batch 1 to 1,000, 20 seeds, 3 rates per point: a GPU"),
 }
+
+
+def _checked(p: EscapeProfile) -> EscapeProfile:
+    if p.iso_batch not in p.batch_sizes:
+        raise ValueError(f"profile {p.name}: the isotropic arm's batch {p.iso_batch} is none of its batch sizes "
+                         f"{p.batch_sizes} (its noise norm is measured for those)")
+    return p
 
 
 def profile(name: str | None) -> EscapeProfile:
     name = "cpu" if name is None else name
     if name not in PROFILES:
         raise BadOption(f"--escape-profile: unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    return PROFILES[name]
+    return _checked(PROFILES[name])
+
+
+def budget_label(point: str, iso_batch: int | None = None) -> str:
+    """The cell's `budget` (in its test id: '-same<budget>'): every arm holds the updates equal; the label also names
+    the start point and, for the isotropic arm, the batch size whose noise it matches."""
+    return f"updates-{point}" + (f"-iso{iso_batch}" if iso_batch else "")
+
+
+def parse_label(budget: str) -> tuple[str, int | None]:
+    """(point, iso batch or None) of a cell's budget label."""
+    parts = budget.split("-")
+    return parts[1], int(parts[2][3:]) if len(parts) > 2 else None
 
 
 def cells(name: str | None = None, seeds=None) -> list[RunConfig]:
-    """The escape experiment's grid: each batch size for the same examples and for the same updates (the full
-    batch once: it is deterministic), and the full batch at each fairness learning rate."""
+    """Per start point and rate: the minibatch arms (each seed), the isotropic arm, the full batch."""
     p = profile(name)
-    n = p.train_size
     seeds = p.seeds if seeds is None else parse_seeds(seeds)
-    out = []
+    n, out = p.train_size, []
 
-    def cell(size, full, seed, budget, total, lr=None):
-        checks = math.gcd(total, p.checks)  # equal steps of whole updates
-        return RunConfig(p.name, "sgd", size, full, "sigmoid", seed, n, checks, dispatch="fast", budget=budget,
-                         total_updates=total, learning_rate=lr, experiment=NAME, target=p.target)
+    def cell(size, full, seed, r: Rate, label, checks):
+        return RunConfig(p.name, "sgd", size, full, "sigmoid", seed, n, checks, dispatch="fast", probes=False,
+                         budget=label, total_updates=r.check_every * checks, learning_rate=r.rate, experiment=NAME,
+                         target=p.target, evaluate_test_each_epoch=False)
 
-    for bs in p.batch_sizes:
-        size, full = (n, True) if bs == FULL else (bs, False)
-        for seed in (seeds[:1] if full else seeds):
-            out.append(cell(size, full, seed, "examples", max(1, p.examples // size)))
-            out.append(cell(size, full, seed, "updates", p.updates))
-    out += [cell(n, True, seeds[0], "updates", p.updates, lr) for lr in p.fairness_rates]
+    for point, rates in p.grids.items():
+        for r in rates:
+            out += [cell(b, False, s, r, budget_label(point), r.checks) for b in p.batch_sizes for s in seeds]
+            out += [cell(n, True, s, r, budget_label(point, p.iso_batch), r.full_checks) for s in p.iso_seeds]
+            out += [cell(n, True, s, r, budget_label(point), r.full_checks) for s in p.full_seeds]
     return out
 
 
-@dataclass
-class Start:
-    """Where every run of the escape experiment starts, and when it has escaped."""
-
-    weights: list  # numpy arrays, in model.get_weights() order
-    stuck: Stuck
-    margin: float
-
-    @property
-    def target_loss(self) -> float:
-        return self.stuck.loss * (1 - self.margin)
-
-
 def digest(weights) -> str:
-    """sha256 of the weights' bytes (float32, in order)."""
+    """sha256 of the weights' bytes (float32, in order): what a run loads."""
     h = hashlib.sha256()
     for w in weights:
         h.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
     return h.hexdigest()
 
 
-def _probe(model, x, y):
-    n = min(curvature.PROBE_SIZE, len(x))
-    return curvature.Prober(backends.current().probe(model, x[:n], y[:n]), noise=False)
+@dataclass
+class Start:
+    """A start point: its float64 weights, certificate, escape subspace, and the training subset it holds for."""
+
+    point: str
+    w64: np.ndarray  # flat float64
+    certificate: Certificate
+    vectors: np.ndarray  # NEGATIVE x dim, float32, unit rows: the escape subspace
+    x: np.ndarray
+    y: np.ndarray
+    weights32: list = field(init=False)
+
+    def __post_init__(self):
+        self.weights32 = [w.astype(np.float32) for w in certify.unflatten(self.w64)]
+
+    @property
+    def target_loss(self) -> float:
+        return self.certificate.loss * (1 - MARGIN)
+
+    def projection(self, flat) -> float:
+        """|P (w - w*)|: the norm of the deviation's projection on the escape subspace."""
+        return float(np.linalg.norm(self.vectors @ (np.asarray(flat, dtype=np.float64) - self.w64).astype(np.float32)))
 
 
-def find(p: EscapeProfile, data, check_every: int = 5) -> tuple:
-    """Full-batch SGD at the profile's learning rate from the seed-0 initialisation, probed every `check_every`
-    updates; while the probe set's loss has stalled (curvature.probe_plateaus) the Hessian is probed at those
-    weights (every 4th probe point at most), and the first point the classifier calls a saddle is the stuck
-    point. Without one within stuck_max_updates: the probed point with the most negative curvature relative to
-    lambda_max (its label says what it is). Returns (its description, its weights)."""
-    model, _ = backends.fresh_model("sigmoid", "sgd", p.learning_rate, seed=0, compile_args={"jit_compile": True},
+def _probe_hvp(x, y):
+    """(model, hvp_at): a fresh lecture model and the backend's Hessian-vector product on (x, y) at given flat
+    weights (float32: the Lanczos iterations' speed; the certificate's numbers are float64)."""
+    model, _ = backends.fresh_model("sigmoid", "sgd", LECTURE_RATE, seed=0, metrics=())
+    probe = backends.current().probe(model, x, y)
+
+    def hvp_at(flat):
+        model.set_weights([w.astype(np.float32) for w in certify.unflatten(flat)])
+        return probe.hvp
+
+    return model, probe, hvp_at
+
+
+def _blas():
+    """All cores for the float64 algebra of a certificate (the backend holds NumPy's BLAS to one thread so that it
+    leaves the cores to training; nothing trains while a point is certified)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=os.cpu_count() or 1, user_api="blas")
+
+
+def _plateau(p: EscapeProfile, x, y, check_every: int = 5) -> tuple[list, str]:
+    """Full-batch SGD at the lecture's rate from the seed-0 initialisation, checked every `check_every` updates,
+    until the training subset's loss stalls (curvature.probe_plateaus) or plateau_max_updates: (weights, how)."""
+    model, _ = backends.fresh_model("sigmoid", "sgd", LECTURE_RATE, seed=0, compile_args={"jit_compile": True},
                                     metrics=())
-    x, y, _, _ = data.prepared(p.train_size)
-    prober = _probe(model, x, y)
-    best, last_probe = None, None
-    for done in range(0, p.stuck_max_updates + 1, check_every):
+    probe = backends.current().probe(model, x, y)
+    points = []
+    for done in range(0, p.plateau_max_updates + 1, check_every):
         for _ in range(check_every if done else 0):
             model.train_on_batch(x, y)
-        entry = prober.measure(0, done, noise=False)
-        segs = curvature.probe_plateaus([(e["update"], e["full_loss"]) for e in prober.epochs])
-        stalled = bool(segs) and segs[-1][1] == done
-        final = done + check_every > p.stuck_max_updates
-        if not (stalled and (last_probe is None or done - last_probe >= 4 * check_every)) and not (final and best is None):
-            continue
-        h, last_probe = prober.hessian(entry), done
-        kind = curvature.classify(h["grad_norm"], h["loss"], h["lambda_min"], h["lambda_max"], h["converged"])
-        point = (kind == "saddle", -h["lambda_min"] / abs(h["lambda_max"]), done, h, model.get_weights(), kind)
-        best = point if best is None or point[:2] > best[:2] else best
-        if kind == "saddle":
-            break
-    _, _, updates, h, weights, kind = best
-    how = (f"full-batch SGD (learning rate {p.learning_rate:g}) from the seed-0 initialisation, probed every "
-           f"{check_every} updates; " + ("stopped at the first stalled point classified a saddle" if kind == "saddle"
-                                          else f"no stalled point was classified a saddle within "
-                                               f"{p.stuck_max_updates} updates: the probed point with the most "
-                                               f"negative curvature ({kind})"))
-    return Stuck(how=how, updates=updates, loss=h["loss"], grad_norm=h["grad_norm"], lambda_min=h["lambda_min"],
-                 lambda_max=h["lambda_max"], flatness=curvature.flatness(h["grad_norm"], h["loss"], h["lambda_max"]),
-                 kind=kind, digest=digest(weights)), weights
+        points.append((done, probe.loss_and_grad_norm_sq()[0]))
+        segs = curvature.probe_plateaus(points)
+        if segs and segs[-1][1] == done:
+            return model.get_weights(), (f"full-batch SGD (rate {LECTURE_RATE:g}) from the seed-0 initialisation "
+                                         f"stalled at update {done} (loss {points[-1][1]:.4f})")
+    return model.get_weights(), (f"full-batch SGD (rate {LECTURE_RATE:g}) from the seed-0 initialisation did not "
+                                 f"stall within {p.plateau_max_updates} updates; its last point")
 
 
-def start(p: EscapeProfile, data, folder: str | Path) -> Start:
-    """The profile's stuck point: read from `folder` (beside the run store) when it was found before, so that a
-    resumed experiment starts from the very same weights; found and saved otherwise."""
-    path = Path(folder) / f"{p.name}-stuck-point.npz"
+def make(point: str, p: EscapeProfile, x, y) -> Start:
+    """The start point `point`, made (constructed, or found by a search from a plateau) and certified."""
+    started = time.perf_counter()
+    history, plateau = (), None
+    if point == "found":  # first: each fresh model clears Keras' session
+        plateau, where = _plateau(p, x, y)
+    model, probe, hvp_at = _probe_hvp(x, y)
+    if point == "constructed":
+        weights = certify.construct(model.get_weights(), y)
+        how = (f"constructed: W2 = W3 = 0, b3 = the log class frequencies of the {len(x):,} examples, layer-2 unit 0 "
+               f"live (b2 = 0) and the others off (b2 = {certify.OFF_BIAS:g}), the first layer at the seed-0 "
+               "initialisation")
+    else:
+        with _blas():
+            weights, history = certify.search(plateau, x, y, hvp_at, p.search_steps, p.search_minres)
+        how = (f"found: {where}; then {len(history) - 1} Newton-MR steps ({p.search_minres} MINRES iterations each) "
+               f"took the float64 gradient norm from {history[0]:.3g} to {history[-1]:.3g}")
+    hvp_at(certify.flatten(weights))
+    with _blas():
+        cert, vectors = certify.certify(weights, x, y, point, how, hvp=probe.hvp, batches=p.batch_sizes,
+                                        search=history, started=started)
+    return Start(point, certify.flatten(weights), cert, vectors, x, y)
+
+
+def _path(folder, p: EscapeProfile, point: str) -> Path:
+    return Path(folder) / f"{p.name}-{point}-start.npz"
+
+
+def start(point: str, p: EscapeProfile, data, folder: str | Path) -> Start:
+    """The profile's start point `point`: read from `folder` (beside the run store) when it was made before, so that
+    a resumed experiment starts from the very same weights; made, certified and saved otherwise."""
+    x, y, _, _ = data.prepared(p.train_size)
+    path = _path(folder, p, point)
     if path.exists():
         with np.load(path, allow_pickle=False) as f:
-            stuck = Stuck(**json.loads(str(f["stuck"])))
-            weights = [f[f"w{i}"] for i in range(int(f["count"]))]
-        if digest(weights) == stuck.digest:
-            return Start(weights, stuck, p.margin)
-    stuck, weights = find(p, data)
+            cert = Certificate(**json.loads(str(f["certificate"])))
+            begin = Start(point, f["w64"], cert, f["vectors"], x, y)
+        if certify.digest64(certify.unflatten(begin.w64)) == cert.digest64 and cert.examples == len(x):
+            return begin
+    begin = make(point, p, x, y)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, stuck=json.dumps(asdict(stuck)), count=len(weights), **{f"w{i}": w for i, w in enumerate(weights)})
-    return Start(weights, stuck, p.margin)
+    np.savez(path, certificate=json.dumps(asdict(begin.certificate)), w64=begin.w64, vectors=begin.vectors)
+    return begin
 
 
-def measure(cfg: RunConfig, begin: Start, start_digest: str, prober, exit_hessian: dict | None) -> Escape:
-    """The run's Escape entry: the first probe point below the target, if any, and where the run stopped."""
-    points = [e for e in prober.epochs if e["epoch"] > 0]
-    below = next((e for e in points if e["full_loss"] < begin.target_loss), None)
-    arm = "fairness" if cfg.learning_rate is not None else cfg.budget
-    last = prober.epochs[-1] if prober.epochs else None
-    return Escape(arm=arm, start_digest=start_digest, start_loss=begin.stuck.loss, target_loss=begin.target_loss,
-                  margin=begin.margin, escaped=below is not None,
-                  updates_to_escape=below["update"] if below else None,
-                  examples_to_escape=below["update"] * cfg.batch_size if below else None,
-                  budget_updates=cfg.expected_updates, check_every=cfg.steps_per_epoch,
-                  exit_loss=last["full_loss"] if last else None,
-                  exit_lambda_min=exit_hessian["lambda_min"] if exit_hessian else None,
-                  exit_lambda_max=exit_hessian["lambda_max"] if exit_hessian else None,
-                  deterministic=cfg.full_batch, stuck=begin.stuck)
+def _loss(model, x, y) -> float:
+    """The mean categorical cross-entropy of the model on (x, y), from its predictions (float64 on the host)."""
+    p = np.asarray(model.predict_on_batch(x), dtype=np.float64)
+    return float(-np.log(np.clip(p[np.arange(len(y)), np.argmax(y, axis=1)], 1e-7, 1.0)).mean())
 
 
-def stops(entry: dict, begin: Start | None) -> bool:
-    """Whether a run from `begin` has escaped at this probe point (training stops there)."""
-    return begin is not None and entry is not None and math.isfinite(entry["full_loss"]) \
-        and entry["full_loss"] < begin.target_loss
+class Watch:
+    """One run's checks: at each, the loss on the training subset and the projection on the escape subspace; stops
+    the run at the first check where both criteria hold. The isotropic arm adds its noise here (after the check)."""
+
+    def __init__(self, begin: Start, cell: RunConfig, noise_norm: float | None):
+        self.begin, self.cell, self.noise_norm = begin, cell, noise_norm
+        self.trajectory: list[list[float]] = []
+        self.geometric = self.loss = self.escaped = None
+
+    def kick(self, flat, index: int):
+        """flat + the isotropic arm's noise of one check interval (N(0, s^2 I), d s^2 = K (eta |noise|)^2)."""
+        rng = np.random.default_rng([self.cell.seed, 7919, index])
+        scale = math.sqrt(self.cell.steps_per_epoch / len(flat)) * self.cell.learning_rate * self.noise_norm
+        return np.asarray(flat, dtype=np.float64) + scale * rng.standard_normal(len(flat))
+
+    def start_weights(self) -> list:
+        if self.noise_norm is None:
+            return self.begin.weights32
+        return [w.astype(np.float32) for w in certify.unflatten(self.kick(self.begin.w64, 0))]
+
+    def __call__(self, check) -> bool:
+        flat = certify.flatten(check.model.get_weights())
+        loss, proj = _loss(check.model, self.begin.x, self.begin.y), self.begin.projection(flat)
+        self.trajectory.append([int(check.update), loss, proj])
+        if self.geometric is None and proj > DELTA:
+            self.geometric = int(check.update)
+        if self.loss is None and loss < self.begin.target_loss:
+            self.loss = int(check.update)
+        if proj > DELTA and loss < self.begin.target_loss:
+            self.escaped = int(check.update)
+            return True
+        if self.noise_norm is not None and math.isfinite(loss):
+            check.model.set_weights([w.astype(np.float32) for w in certify.unflatten(self.kick(flat, check.epoch))])
+        return False
+
+    def record(self, cfg: RunConfig, iso_batch: int | None) -> Escape:
+        b, c = self.begin, self.begin.certificate
+        arm = "isotropic" if iso_batch else "full" if cfg.full_batch else "minibatch"
+        return Escape(arm=arm, start_digest=digest(b.weights32), start_loss=c.loss, target_loss=b.target_loss,
+                      margin=MARGIN, escaped=self.escaped is not None, updates_to_escape=self.escaped,
+                      examples_to_escape=self.escaped * cfg.batch_size if self.escaped else None,
+                      budget_updates=cfg.expected_updates, check_every=cfg.steps_per_epoch,
+                      exit_loss=self.trajectory[-1][1] if self.trajectory else None, deterministic=cfg.full_batch,
+                      point=b.point, certificate=c, delta=DELTA, geometric_update=self.geometric,
+                      loss_update=self.loss, trajectory=self.trajectory, noise_batch=iso_batch,
+                      noise_norm=self.noise_norm)
 
 
 class EscapeExperiment(Experiment):
     name = NAME
-    about = "claim 3: every batch size from one stuck point, for the same examples and the same updates"
+    about = "claim 3 at certified saddles: every batch size and the full batch at the same rates and updates"
     module = "test_escape.py"
     options = (Option("--escape-profile", "--experiment escape's grid: " + ", ".join(
         f"{k} ({p.about})" for k, p in PROFILES.items()) + " (default: cpu)"),)
@@ -194,28 +348,37 @@ class EscapeExperiment(Experiment):
     fixed_budget = True
 
     def __init__(self):
-        self.start: Start | None = None
+        self.starts: dict[str, Start] = {}
 
     def cells(self, given: dict) -> list[RunConfig]:
         return cells(given.get("--escape-profile"), given.get("--seeds"))
 
     def begin(self, ctx: Context) -> list[str]:
-        """The stuck point every run starts from: found once, kept beside the run store."""
-        self.start = start(profile(ctx.option("--escape-profile")), ctx.mnist, Path(ctx.store).parent)
-        s = self.start.stuck
-        return [f"escape: every run starts from the stuck point {s.digest[:12]} ({s.kind}, loss {s.loss:.4g} after "
-                f"{s.updates} full-batch updates); escaped below {self.start.target_loss:.4g}"]
+        """Every start point: made and certified once, kept beside the run store."""
+        p = profile(ctx.option("--escape-profile"))
+        lines = []
+        for point in p.points:
+            s = self.starts[point] = start(point, p, ctx.mnist, Path(ctx.store).parent)
+            c = s.certificate
+            limit = 2 / c.lambda_max if c.lambda_max > 0 else math.inf
+            rates = ", ".join(f"{r.rate:g}" for r in p.grids[point])
+            lines.append(f"escape: {point} point {digest(s.weights32)[:12]}: "
+                         + ("certified strict saddle" if c.certified else "NOT certified (" + "; ".join(c.failed) + ")")
+                         + f"; loss {c.loss:.6g}, |g| {c.grad_norm:.2g}, lambda_min {c.lambda_min:.3g}, lambda_max "
+                         f"{c.lambda_max:.3g} (2/lambda_max {limit:.3g}; rates {rates}"
+                         + ("" if all(r.rate < limit for r in p.grids[point]) else ": NOT all below it") + ")")
+        return lines
 
     def plan(self, cell: RunConfig, ctx: Context) -> Plan:
-        begin = self.start
+        point, iso = parse_label(cell.budget)
+        begin = self.starts[point]
+        noise = begin.certificate.noise_norm_by_batch.get(str(iso)) if iso else None
+        watch = Watch(begin, cell, noise)
 
         def part(cfg, setup, hessian) -> dict:
-            if setup.prober is None:
-                return {}
-            return {"escape": measure(cfg, begin, digest(setup.start_weights), setup.prober, hessian)}
+            return {"escape": watch.record(cfg, iso)}
 
-        return Plan(cell, weights=begin.weights, stop=lambda check: stops(check.probe, begin), part=part,
-                    probe_noise=False)
+        return Plan(cell, weights=watch.start_weights(), stop=watch, part=part, probe_noise=False)
 
 
 EXPERIMENT = EscapeExperiment()
