@@ -40,6 +40,8 @@ NAME = "escape"  # the experiment's name in the records
 ALPHA = 0.05
 HORIZON_FACTOR = 10
 LEGACY = "stuck point (schema 2, uncertified)"
+RUN = ("machine", "profile", "escape.point", "escape.arm", "batch_size", "full_batch", "learning_rate", "seed",
+       "escape.noise_batch", "repeat", "escape.budget_updates")  # what tells one run of the experiment from another
 
 
 @dataclass
@@ -333,6 +335,9 @@ def finding(runs: pd.DataFrame) -> EscapeFinding | None:
     runs = runs[runs["escape.arm"].notna() & runs["status"].isin(["ok", "diverged"])]
     if runs.empty:
         return None
+    # one row per run: a join elsewhere that matched several rows (the speed-up over batch 1 across rates) must not
+    # count a run twice in its survival data
+    runs = runs.drop_duplicates(subset=[c for c in RUN if c in runs])
     points = runs["escape.point"].fillna(LEGACY) if "escape.point" in runs else pd.Series(LEGACY, index=runs.index)
     first = runs.iloc[0]
     delta = first.get("escape.delta")

@@ -267,20 +267,31 @@ def _path(folder, p: EscapeProfile, point: str) -> Path:
     return Path(folder) / f"{p.name}-{point}-start.npz"
 
 
+def recipe(point: str, p: EscapeProfile) -> str:
+    """Everything that makes the point (and its certificate): a saved point made another way is made again."""
+    made = {"point": point, "train_size": p.train_size, "off_bias": certify.OFF_BIAS, "lecture_rate": LECTURE_RATE,
+            "certificate": [certify.FLATNESS, certify.RESIDUAL_TOL, certify.EIGEN_TOL, certify.NEGATIVE]}
+    if point == "found":
+        made.update(search=[p.search_steps, p.search_minres], plateau_max_updates=p.plateau_max_updates)
+    return json.dumps(made, sort_keys=True)
+
+
 def start(point: str, p: EscapeProfile, data, folder: str | Path) -> Start:
-    """The profile's start point `point`: read from `folder` (beside the run store) when it was made before, so that
-    a resumed experiment starts from the very same weights; made, certified and saved otherwise."""
+    """The profile's start point `point`: read from `folder` (beside the run store) when it was made before by the same
+    recipe, so that a resumed experiment starts from the very same weights; made, certified and saved otherwise."""
     x, y, _, _ = data.prepared(p.train_size)
     path = _path(folder, p, point)
     if path.exists():
         with np.load(path, allow_pickle=False) as f:
             cert = Certificate(**json.loads(str(f["certificate"])))
             begin = Start(point, f["w64"], cert, f["vectors"], x, y)
-        if certify.digest64(certify.unflatten(begin.w64)) == cert.digest64 and cert.examples == len(x):
+            same = "recipe" in f.files and str(f["recipe"]) == recipe(point, p)
+        if same and certify.digest64(certify.unflatten(begin.w64)) == cert.digest64:
             return begin
     begin = make(point, p, x, y)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, certificate=json.dumps(asdict(begin.certificate)), w64=begin.w64, vectors=begin.vectors)
+    np.savez(path, certificate=json.dumps(asdict(begin.certificate)), w64=begin.w64, vectors=begin.vectors,
+             recipe=recipe(point, p))
     return begin
 
 

@@ -78,7 +78,8 @@ class Escape:
 
     arm: str = _f("minibatch, full (the full batch: float32 rounding its only perturbation) or isotropic (the full "
                   "batch plus isotropic noise of the minibatch noise's norm); schema 2: examples, updates, fairness")
-    start_digest: str = _f("sha256 of the float32 weights this run started from")
+    start_digest: str = _f("sha256 of the start point's float32 weights (the isotropic arm adds its first noise to "
+                           "them)")
     start_loss: float = _f("the training subset's loss at the start point (float64)")
     target_loss: float = _f("the loss criterion: below start_loss x (1 - margin)")
     margin: float = _f("the escape margin on the loss")
