@@ -234,9 +234,9 @@ def push(certificate: dict | None) -> str:
     if certificate is None:
         return "its gradient"
     if certificate["grad_norm_rounded"] > 100 * certificate["grad_norm"]:
-        return (f"float32 rounding alone (|g| {certificate['grad_norm']:.2g} in float64, "
+        return (f"float32 rounding alone (‖g‖ {certificate['grad_norm']:.2g} in float64, "
                 f"{certificate['grad_norm_rounded']:.2g} at the rounded point)")
-    return f"the point's residual gradient (|g| {certificate['grad_norm']:.2g}) with float32 rounding"
+    return f"the point's residual gradient (‖g‖ {certificate['grad_norm']:.2g}) with float32 rounding"
 
 
 def _limits(point: PointResult) -> str | None:

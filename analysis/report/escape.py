@@ -64,7 +64,9 @@ def _arms_text(p: PointResult, delta: float | None) -> str:
         rows = []
         for s in sorted((s for (r, _), s in p.arms.items() if r == rate), key=lambda s: (s.arm, s.batch_size)):
             test = f"; against the full batch: {tests[s.label].text()}" if s.label in tests else ""
-            rows.append(f"{s.label if s.arm != 'minibatch' else 'batch ' + s.label}: {s.text()}{test}")
+            examples = (f" = {s.median * s.batch_size:,.0f} examples" if s.arm == "minibatch"
+                        and not math.isnan(s.median) else "")
+            rows.append(f"{s.label if s.arm != 'minibatch' else 'batch ' + s.label}: {s.text()}{examples}{test}")
         bound = ""
         if cert is not None and delta:
             exact, rounded = cert.stay_updates(rate, delta, rounded=False), cert.stay_updates(rate, delta)
@@ -105,8 +107,8 @@ def _rate_note(p: PointResult, rate: float) -> str:
                 else f"in {f.events} of {f.n} runs, the first after {int(f.times[f.escaped].min()):,} updates")
         say.append(f"the full batch, moved by {push(p.certificate)}, left it too, {when}")
     for s in p.at(rate, "isotropic"):
-        say.append(f"the full batch plus {s.label} " + (f"left after a median {s.median:,.0f} updates"
-                                                          if not math.isnan(s.median) else "did not leave in most runs"))
+        left = f"left after a median {s.median:,.0f} updates" if not math.isnan(s.median) else "mostly did not leave"
+        say.append(f"the full batch plus {s.label} {left}")
     text = ", ".join(say) + "."
     return text[0].upper() + text[1:]
 
