@@ -120,12 +120,13 @@ def add_run_metrics(df: pd.DataFrame) -> pd.DataFrame:
     df["train_time_s"] = df["epochs_done"] * df["epoch_time_s"]
     df["update_samples_s"] = [[t / steps for t in s] for s, steps in zip(df["steady_samples_s"], df["steps_per_epoch"])]
     df["loss_noise"] = [loss_noise(c) for c in df["loss_curve"]]
-    # the same setting, optimizer and seed at batch 1 (and the saddle benchmark's same budget)
-    keys = [*SETTING, "optimizer", "seed", "_budget"]
-    df["_budget"] = df["budget"].fillna("")
-    base = (df[df["batch_size"] == 1].set_index(keys)[["epoch_time_s", "time_per_update_s"]]
+    # the same run at batch 1: setting, optimizer, seed, repeat and sweep (and an experiment's budget, rate and role)
+    keys = [*SETTING, "optimizer", "seed", "repeat", "_sweep", "_budget", "_lr", "_role"]
+    df = df.assign(_sweep=df["sweep"].fillna(""), _budget=df["budget"].fillna(""), _lr=df["lr_setting"].fillna(-1.0),
+                   _role=df["role"].fillna(""))
+    base = (df[df["batch_size"] == 1].drop_duplicates(keys).set_index(keys)[["epoch_time_s", "time_per_update_s"]]
             .rename(columns=lambda c: c + "_bs1"))
-    df = df.join(base, on=keys).drop(columns="_budget")
+    df = df.join(base, on=keys).drop(columns=["_sweep", "_budget", "_lr", "_role"])
     df["epoch_speedup_vs_bs1"] = df["epoch_time_s_bs1"] / df["epoch_time_s"]
     df["update_cost_vs_bs1"] = df["time_per_update_s"] / df["time_per_update_s_bs1"]
     return df.drop(columns=["epoch_time_s_bs1", "time_per_update_s_bs1"])

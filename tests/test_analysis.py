@@ -241,3 +241,17 @@ def test_claims_are_judged_per_backend_on_one_machine():
     assert verdicts.count("| 1: a batch-10") == 2 and "tensorflow, default" in verdicts and "jax, default" in verdicts
     assert not isinstance(found.machines, Skipped) and list(found.machines.ratios) == ["EPYC-2c, jax"]
     plt.close("all")
+
+
+def test_repeats_and_rates_at_batch_1_never_duplicate_a_run(tmp_path):
+    """The speed-up over batch 1 joins each run to its own batch-1 run: with several repeats (or an experiment's
+    several rates) at batch 1, a join on the cell alone would multiply the rows."""
+    doc = json.loads(FIXTURE.read_text())
+    again = json.loads(json.dumps(doc["benchmarks"]))
+    for b in again:
+        b["extra_info"]["repeat"] = 2
+        b["name"] += "-r2"
+    doc["benchmarks"] += again
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    runs = load_runs([tmp_path / "r.json"])
+    assert len(runs) == 32 and len(metrics.add_run_metrics(runs)) == 32
