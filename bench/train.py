@@ -227,7 +227,7 @@ def prepare(cfg: RunConfig, data, max_curve_points: int, sampler: GpuSampler | N
         prober = Prober(probe, seed=cfg.seed, noise=plan.probe_noise) if probe is not None else None
     sampler = sampler or GpuSampler()
     clock = _epoch_clock_class(backend.keras)(x_test, y_test, sampler, prober, on_epoch, plan.stop,
-                                              validation=data.validation(),
+                                              validation=data.validation() if plan.validate else None,
                                               test_each_epoch=cfg.evaluate_test_each_epoch)
     return Setup(model, optimizer, x_train, y_train, learning_rate, len(x_test), recorder, prober, clock, sampler,
                  memory[0] if memory else None, start_weights)
@@ -296,11 +296,12 @@ def timing(cfg: RunConfig, times: list, peak: dict | None, causes: list | None =
     }
 
 
-def probes(cfg: RunConfig, s: Setup, status: str, grad_curve: list) -> dict:
+def probes(cfg: RunConfig, s: Setup, status: str, grad_curve: list, plan: Plan | None = None) -> dict:
     """The record's probe fields (bench.curvature); empty, with the reason, where there are none."""
     backend = backends.current()
     if s.prober is None:
-        reason = "off (--no-probes)" if not cfg.probes else backend.NO_PROBES
+        own = plan.no_probes_reason if plan is not None else None
+        reason = own or ("off (--no-probes)" if not cfg.probes else backend.NO_PROBES)
         return {"probes": Probes(enabled=False, reason=reason, requested=cfg.probes), "full_grad_norm_by_epoch": [],
                 "full_loss_by_epoch": [], "noise_scale_by_epoch": [], "hessian": None, "plateaus": []}
     p = s.prober
@@ -344,7 +345,7 @@ def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, atte
     ok, clock = out.status == "ok", s.clock
     loss_curve, grad_curve = s.recorder.curves() if s.recorder else ([], [])
     memory = peak_host_memory_mib(s.memory_start_mib)
-    probe_fields = probes(cfg, s, out.status, grad_curve)
+    probe_fields = probes(cfg, s, out.status, grad_curve, plan)
     rec = Record(
         schema=SCHEMA, status=out.status, error=out.error, experiment=cfg.experiment, profile=cfg.profile,
         target=cfg.target, role=cfg.role, optimizer=cfg.optimizer,

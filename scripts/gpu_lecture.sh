@@ -12,7 +12,7 @@
 # with SIGINT: the run in progress is recorded as interrupted, every finished run is already stored.
 # PRECISION (tf32, the default, or fp32) is the sweeps' --precision; calibration.json holds the matmul peak at
 # both precisions (TensorFloat-32 against full float32), so the runs' peak fractions can be read against either.
-# The escape experiment is not part of it: its fixed update budgets need the TensorFlow backend.
+# The escape experiment is not part of it (it runs on JAX too: pytest bench --experiment escape --escape-profile gpu).
 # CPU dry run (the tests): PROFILE=smoke REQUIRE_GPU=0 OPTIMIZERS=sgd BATCHES=10,full OVERHEAD_BATCHES=10 \
 #   OVERHEAD_TRAIN=500 OUT=/tmp/dry bash scripts/gpu_lecture.sh
 set -u

@@ -33,6 +33,8 @@ class Plan:
     part: Callable[..., dict] | None = None  # part(cell, setup, hessian) -> the record fields the experiment adds
     fields: dict | None = None  # record fields known before the run (e.g. the tuning's search)
     probe_noise: bool = True  # the probes measure the gradient noise scale at each probe point (escape: no)
+    validate: bool = True  # evaluate the validation split at every epoch / check (escape: its own loss decides)
+    no_probes_reason: str | None = None  # why the cell takes no probes, where the experiment decides it
 
 
 class PlanError(RuntimeError):
