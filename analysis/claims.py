@@ -156,7 +156,7 @@ def judge(cells: pd.DataFrame, knee_table: pd.DataFrame, setting: dict, name: st
     """Claims 1 and 2 from one setting's cells (metrics.cell_summary rows; `setting`: its metrics.SETTING values)."""
     labels = dict(zip(cells["batch_size"], cells["batch_label"]))
     sizes = sorted(cells["batch_size"].unique())
-    speedups = {labels[b]: ratio(cells, sizes[0], b, None) for b in sizes}
+    speedups = {labels[b]: ratio(cells, 1, b, None) for b in sizes} if 1 in sizes else {}  # over batch 1
     cost10 = ratio(cells, 10, 1, "steps_per_epoch")
     cost100 = ratio(cells, 100, 1, "steps_per_epoch")
     claim1 = (stats.judge(cost10, CLAIM1_COST, "the batch-10 / batch-1 cost of an update (median over optimizers)")

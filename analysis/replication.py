@@ -43,12 +43,29 @@ def _b(x) -> str:
 
 
 def _setting(row) -> str:
-    return metrics.setting_label(row, {"machine": True, "dispatch.backend": True})
+    """'EPYC-2c: quick 500x6 sigmoid, tensorflow default': the machine and the whole protocol."""
+    return f"{row['machine']}: {metrics.protocol_label(row)}"
+
+
+class NothingToCompare(ValueError):
+    """Two result sets with no setting in common, or not two sweeps; the message says which, in one line."""
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame) -> Replication:
-    """The agreement of two sweeps' runs (analysis.load.load_runs of each)."""
+    """The agreement of two sweeps' runs (analysis.load.load_runs of each); NothingToCompare when they are one sweep,
+    or share no finished grid setting."""
+    sweeps = set(a["sweep"].dropna()) & set(b["sweep"].dropna())
+    if sweeps:
+        raise NothingToCompare(f"both hold runs of sweep {sorted(sweeps)[0]}: one sweep is no replication of itself")
     fa, fb = findings.compute(a), findings.compute(b)
+    for f, which in ((fa, "first"), (fb, "second")):
+        if f.by_mode is None:
+            raise NothingToCompare(f"the {which} file holds no finished run of the grid: {f.epoch_time.reason}")
+    common = set(map(_setting, fa.by_mode.to_dict("records"))) & set(map(_setting, fb.by_mode.to_dict("records")))
+    if not common:
+        raise NothingToCompare("the two files share no setting (machine, protocol, backend, mode): "
+                               + "; ".join(sorted({_setting(r) for r in fa.by_mode.to_dict("records")}))
+                               + " against " + "; ".join(sorted({_setting(r) for r in fb.by_mode.to_dict("records")})))
     claims_b = {(_setting(c.setting)): c for c in fb.claims}
     verdicts = []
     for c in fa.claims:

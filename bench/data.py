@@ -60,10 +60,18 @@ def keras_cache_path() -> Path:
     return base / "datasets" / "mnist.npz"
 
 
+def _missing(path: Path) -> DataError:
+    what = "is a folder, not a file" if path.is_dir() else "does not exist"
+    return DataError(f"MNIST file {str(path)!r} {what}; give a Keras-layout mnist.npz")
+
+
 def read_npz(path: str | os.PathLike) -> Mnist:
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"MNIST file {str(path)!r} does not exist; give a Keras-layout mnist.npz")
+        raise _missing(path)
+    if not zipfile.is_zipfile(path):  # np.load would read a .npy or a pickle instead, or fail on a text file
+        raise DataError(f"MNIST file {str(path)!r} is not a .npz archive (not a zip file); give a Keras-layout "
+                        "mnist.npz")
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = sorted(set(EXPECTED) - set(f.files))
@@ -92,10 +100,13 @@ def _checked(arrays: dict, source: str) -> Mnist:
 def locate(path: str | os.PathLike | None = None) -> Path | None:
     """Where MNIST will be read from: `path`, else $MNIST_NPZ, else Keras' cache; None when it must be
     downloaded. A named file that does not exist is a DataError (cheap: nothing is read)."""
+    if path is not None and str(path).strip() == "":
+        raise DataError("--mnist: '' is no path; give a Keras-layout mnist.npz (or leave it out: $MNIST_NPZ, then "
+                        "Keras' cache)")
     named = path or os.environ.get(ENV_VAR)
     if named:
         if not Path(named).is_file():
-            raise DataError(f"MNIST file {str(named)!r} does not exist; give a Keras-layout mnist.npz")
+            raise _missing(Path(named))
         return Path(named)
     cache = keras_cache_path()
     return cache if cache.is_file() else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from bench.record import FULL, GRID, Cell, Protocol, RunKey, Settings, Target
@@ -187,10 +188,10 @@ class Sweep:
 
 
 def _int(option: str, text: str, *, low: int, high: int | None = None, what: str) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise BadOption(f"{option}: {text!r} is not an integer; {what}") from None
+    digits = str(text).strip()
+    if not re.fullmatch(r"[+-]?\d+", digits):  # int() would also take '1_0' and ' 1 '
+        raise BadOption(f"{option}: {text!r} is not an integer; {what}")
+    value = int(digits)
     if value < low or (high is not None and value > high):
         raise BadOption(f"{option}: {value} is out of range; {what}")
     return value
@@ -245,6 +246,8 @@ def parse_batch_sizes(text: str, train_size: int) -> tuple:
         if size > train_size:
             raise BadOption(f"--batch-sizes: {size} is larger than the train size ({train_size:,}); "
                             f"use '{FULL}' for the whole training set in one batch")
+        if size == train_size:
+            raise BadOption(f"--batch-sizes: {size} is the whole training set; give it as '{FULL}'")
         sizes.append(size)
     return tuple(dict.fromkeys(sizes))
 
@@ -280,6 +283,8 @@ def parse_dispatch(text: str) -> str:
 
 
 def parse_reruns(text: str) -> int:
+    if str(text).strip() == "":
+        raise BadOption("--rerun-unstable: '' is not an integer; reruns are an integer from 0 to 100")
     return _int("--rerun-unstable", text, low=0, high=100, what="reruns are an integer from 0 to 100")
 
 
@@ -296,7 +301,9 @@ def parse_precision(text: str | None) -> str:
 
 
 def parse_threads(text: str) -> int:
-    return _int("--threads", text, low=1, high=1024, what="threads is a positive integer (TensorFlow intra- and inter-op threads)")
+    return _int("--threads", text, low=1, high=1024, what="threads is an integer from 1 to 1,024 (TensorFlow intra- "
+                                                         "and inter-op threads; more than the cores is allowed: "
+                                                         "oversubscription is a setting one may measure)")
 
 
 def parse_optimizers(text: str | None, discover=None) -> tuple:
@@ -309,6 +316,10 @@ def parse_optimizers(text: str | None, discover=None) -> tuple:
     if text == "all":
         return LECTURE_OPTIMIZERS + tuple(sorted(set(discover()) - set(LECTURE_OPTIMIZERS)))
     names = [s.lower() for s in _items("--optimizers", text)]
+    alone = [n for n in names if n in ("all", "lecture")]
+    if alone:
+        raise BadOption(f"--optimizers: {alone[0]!r} stands alone (--optimizers {alone[0]}); a list names Keras "
+                        f"optimizers, e.g. sgd,adam")
     unknown = [n for n in names if n not in LECTURE_OPTIMIZERS]
     if unknown:
         known = discover()

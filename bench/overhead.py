@@ -1,7 +1,7 @@
 """How far the measurement is from the hardware: the suite's own overhead, and the framework's dispatch cost.
 
     python -m bench.overhead                    # both tables below, Adam, 10,000 examples
-    python -m bench.overhead --what overhead --batch-sizes 1,100,10000 --repeats 6
+    python -m bench.overhead --what overhead --batch-sizes 1,100,full --repeats 6
     python -m bench.overhead --what dispatch --json reports/overhead.json
 
 * overhead: the suite's instrumented run (`bench.train.run`: curve recorder, NVML sampler, per-epoch
@@ -154,12 +154,12 @@ def _arguments(argv):
     p = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.splitlines()[0])
     p.add_argument("--what", choices=("overhead", "dispatch", "both"), default="both")
     p.add_argument("--batch-sizes", default=None,
-                   help="default: 1,100,10000 for overhead, 1,10,100 for dispatch")
+                   help="default: 1,100,full for overhead, 1,10,100 for dispatch")
     p.add_argument("--train-size", default="10000")
     p.add_argument("--epochs", default="3")
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--repeats", type=int, default=4)
-    p.add_argument("--dispatch", default="default", help="the overhead table's mode: default (as a user "
+    p.add_argument("--dispatch", default="default", choices=("default", "fast"), help="the overhead table's mode: default (as a user "
                    "gets model.fit) or fast")
     p.add_argument("--mnist", default=None)
     p.add_argument("--json", default=None, help="also write the results to this file")
@@ -174,17 +174,24 @@ def main(argv=None) -> int:
     p, args = _arguments(argv)
     try:
         name()  # an unknown KERAS_BACKEND, before anything
-        if args.repeats < 1:
-            raise grid.BadOption(f"--repeats: {args.repeats} is not a positive integer")
-        if args.json:
+        if not 1 <= args.repeats <= 100:
+            raise grid.BadOption(f"--repeats: {args.repeats} is not a whole number from 1 to 100")
+        if "," in args.optimizer:
+            raise grid.BadOption(f"--optimizer {args.optimizer}: one optimizer (the tables compare modes, not "
+                                 "optimizers)")
+        if args.json is not None:
             check_writable(args.json, "--json")  # by writing, before minutes of measurement
         sweeps = {}
-        for what, sizes in (("overhead", "1,100,10000"), ("dispatch", "1,10,100")):
+        for what, sizes in (("overhead", "1,100,full"), ("dispatch", "1,10,100")):
             if args.what in (what, "both"):
-                sweeps[what] = grid.parse_sweep("quick", train_size=args.train_size, epochs=args.epochs,
-                                                batch_sizes=args.batch_sizes or sizes, optimizers=args.optimizer,
-                                                dispatch=args.dispatch if what == "overhead" else None,
-                                                discover=optimizer_names, repeats="1", probes=False)
+                try:
+                    sweeps[what] = grid.parse_sweep(
+                        "quick", train_size=args.train_size, epochs=args.epochs,
+                        batch_sizes=sizes if args.batch_sizes is None else args.batch_sizes,
+                        optimizers=args.optimizer, dispatch=args.dispatch if what == "overhead" else None,
+                        discover=optimizer_names, repeats="1", probes=False)
+                except grid.BadOption as exc:  # this command's option is --optimizer, the grid's --optimizers
+                    raise grid.BadOption(str(exc).replace("--optimizers", "--optimizer")) from None
         if any(s.epochs < 2 for s in sweeps.values()):
             raise grid.BadOption("--epochs: needs at least 2 (the first epoch includes tracing and is not compared)")
         data = load_mnist(args.mnist)
@@ -198,7 +205,7 @@ def main(argv=None) -> int:
         results["overhead"] = overhead_table(sweeps["overhead"], data, args.repeats, args.dispatch)
     if "dispatch" in sweeps:
         results["dispatch"] = dispatch_table(sweeps["dispatch"], data, args.repeats)
-    if args.json:
+    if args.json is not None:
         write_atomic(args.json, json.dumps(results, indent=2).encode())
     return 0
 

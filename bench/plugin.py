@@ -40,6 +40,31 @@ def pytest_configure(config):
         raise pytest.UsageError(str(exc)) from None
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # pytest ends the session as after Ctrl-C: the benchmark JSON is still written
+
+
+def pytest_sessionstart(session):
+    """SIGTERM (a batch system's time limit) ends the sweep as Ctrl-C does: the run in progress is recorded as
+    interrupted and the benchmark JSON is written; by default it would kill the process and lose both."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        session.config.stash[_PREVIOUS_TERM] = signal.signal(signal.SIGTERM, _terminated)
+
+
+def pytest_unconfigure(config):
+    import signal
+
+    previous = config.stash.get(_PREVIOUS_TERM, None)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_PREVIOUS_TERM = pytest.StashKey[object]()
+
+
 def pytest_ignore_collect(collection_path, config):
     """Only the chosen experiment's benchmark module (the grid's without --experiment) is collected from bench/."""
     session = config.stash.get(SESSION, None)
@@ -185,13 +210,16 @@ def pytest_sessionfinish(session, exitstatus):
     state = session.config.stash.get(SESSION, None)
     if state is None or session.config.option.collectonly or exitstatus == pytest.ExitCode.USAGE_ERROR:
         return
-    nothing_left = exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and state.given.get("--resume") and state.cells
+    # nothing to run is no error where the selection emptied it: every cell in the store (--resume), or a shard
+    # that got no cell of a small grid
+    nothing_left = (exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and state.cells
+                    and (state.given.get("--resume") or state.given.get("--shard")))
     if state.started or nothing_left:
         adapter.save_without_stats(session.config)
     if state.done and all(rec.status == "error" for _, rec in state.done):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and state.given.get("--resume") and state.cells:
-        session.exitstatus = pytest.ExitCode.OK  # every cell already in the store: nothing left is not an error
+    if nothing_left:
+        session.exitstatus = pytest.ExitCode.OK
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

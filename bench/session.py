@@ -115,9 +115,16 @@ class Session(experiments.Context):
         return self.given.get(flag)
 
     def read_store(self) -> record.Store:
+        """The store, and the runs a failing store could not take that were kept beside it (fallback): --resume
+        and the estimate count them as done."""
         with warnings.catch_warnings():  # the start message counts the skipped lines once
             warnings.simplefilter("ignore", record.BadLineWarning)
-            return record.read_store(self.store)
+            store = record.read_store(self.store)
+            for kept in sorted(Path(self.store).parent.glob(f"{Path(self.store).stem}{UNSAVED}*.jsonl")):
+                more = record.read_store(kept)
+                store.entries += more.entries
+                store.bad += more.bad
+        return store
 
     @property
     def machine_id(self) -> str:
@@ -138,6 +145,8 @@ class Session(experiments.Context):
         from bench import backends, data
 
         self.mnist_source = data.locate(self.given.get("--mnist"))
+        if self.mnist_source is not None:  # a bad file is a usage error now, not a failure at the first run
+            self.mnist = data.read_npz(self.mnist_source)
         record.check_writable(self.store)
         if benchmark_json is not None:
             if Path(benchmark_json).resolve() == Path(self.store).resolve():
@@ -194,7 +203,8 @@ class Session(experiments.Context):
         from bench import backends, data, estimate
         from bench.machine import code_version
 
-        self.mnist = data.read_npz(self.mnist_source) if self.mnist_source else data.load_mnist()
+        if self.mnist is None:
+            self.mnist = data.read_npz(self.mnist_source) if self.mnist_source else data.load_mnist()
         self.identify()
         self.sweep_id = sweep_id(self.machine)
         self.code_version = code_version()
@@ -204,6 +214,11 @@ class Session(experiments.Context):
         if store.bad:
             lines.append(f"store {self.store}: {len(store.bad)} line(s) are no valid record and were skipped "
                          f"(first: {store.bad[0].text()})")
+        short = sorted({c.epochs for c in self.to_run if c.epochs - 1 < record.MIN_SAMPLES})
+        if short:
+            lines.append(f"note: {short[0]} epoch(s) per run give {short[0] - 1} steady sample(s) per repeat, fewer "
+                         f"than {record.MIN_SAMPLES}: those timings are marked unstable (fine for a smoke check, not "
+                         f"for a result; --epochs {record.MIN_SAMPLES + 1} or more)")
         if not self.given.get("--no-calibration"):
             from bench.calibrate import calibrate
 
@@ -308,14 +323,21 @@ def fallback(nodeid: str, rec: record.Record, machine, version, store) -> Path |
     import tempfile
     import time
 
-    name = f"{Path(store).stem}.unsaved-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.jsonl"
+    name = f"{Path(store).stem}{UNSAVED}{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.jsonl"
     for folder in (Path(store).parent, Path(tempfile.gettempdir())):
         try:
             record.append(folder / name, nodeid, rec, machine=machine, version=version)
             return folder / name
         except (OSError, record.StoreError):
-            continue
+            try:  # no empty file left on a full disk
+                if (folder / name).stat().st_size == 0:
+                    (folder / name).unlink()
+            except OSError:
+                pass
     return None
+
+
+UNSAVED = ".unsaved-"  # <store stem>.unsaved-<time>-<pid>.jsonl: runs a failing store could not take
 
 
 def is_timing(rec: record.Record) -> bool:

@@ -32,9 +32,13 @@ def parse(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
-    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise BadOption(f"--shard: {text!r} is not K/N with 1 <= K <= N (e.g. 2/4: the second of four shards)")
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)) <= MAX_SHARDS:
+        raise BadOption(f"--shard: {text!r} is not K/N with 1 <= K <= N <= {MAX_SHARDS:,} (e.g. 2/4: the second of "
+                        "four shards)")
     return int(m.group(1)), int(m.group(2))
+
+
+MAX_SHARDS = 1_000  # Slurm's default MaxArraySize allows array indices up to 1,000
 
 
 def cost(cell, table: dict, per_run_s: float) -> float:

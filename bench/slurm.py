@@ -20,8 +20,10 @@ with `--resume`, so that a resubmitted shard runs only the cells its store lacks
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -32,6 +34,18 @@ from pathlib import Path
 from bench import record, shard
 
 RESERVED = ("--shard", "--bench-store", "--benchmark-json", "--resume")  # options every task sets itself
+# pytest options that would make a task run a different set of cells than its shard plan says (status and resubmit
+# count cells by that plan) or run none at all
+NOT_FORWARDED = ("-k", "-m", "-p", "--collect-only", "--co", "--deselect", "--lf", "--last-failed", "--ff",
+                 "--failed-first", "--sw", "--stepwise", "-x", "--exitfirst", "--maxfail")
+SBATCH_SET_HERE = {"--array": "--shards", "-a": "--shards", "--output": "the results folder", "-o": "the results folder",
+                   "--chdir": "the folder you submit from", "-D": "the folder you submit from",
+                   "--partition": "--partition", "-p": "--partition", "--time": "--time", "-t": "--time",
+                   "--gpus-per-task": "--gpus-per-task", "--exclusive": "--gpus-per-task 0"}
+MAX_SHARDS = 1000
+MAX_GPUS_PER_TASK = 64
+TIME_LIMIT = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^(UNLIMITED|INFINITE)$")  # Slurm's --time formats
+PARTITION = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")
 SUBMISSION = "submission.json"
 DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
                "BOOT_FAIL", "DEADLINE"}
@@ -86,18 +100,69 @@ def _sbatch(script: Path, array: str | None = None) -> str:
     return proc.stdout.strip().split(";")[0]
 
 
-def submit(results: Path, shards: int, pytest_args: list, partition=None, gpus_per_task: int = 0,
-           time_limit=None, sbatch_args=(), dry_run: bool = False) -> dict:
-    bad = [a for a in pytest_args if a.split("=")[0] in RESERVED]
-    if bad:
-        raise SlurmError(f"{bad[0]}: set by each task itself; leave out {', '.join(RESERVED)}")
+def check_forwarded(pytest_args: list) -> None:
+    """The options after `--`, refused now (one line) where every task would refuse them after its queue wait, or
+    where they would make a task's cells differ from its shard plan."""
     from bench.grid import BadOption
-    from bench.session import check_argv
+    from bench.session import SWITCHES, all_flags, check_argv
 
+    suite = set(all_flags())
+    takes_value = suite - set(SWITCHES)
+    i = 0
+    while i < len(pytest_args):
+        arg = str(pytest_args[i])
+        name = arg.split("=")[0]
+        if name in RESERVED:
+            raise SlurmError(f"{name}: set by each task itself; leave out {', '.join(RESERVED)}")
+        if name in NOT_FORWARDED or (arg.startswith("-k") or arg.startswith("-m")) and not arg.startswith("--"):
+            raise SlurmError(f"{arg}: not forwarded to the tasks (a shard runs the cells its plan names; select "
+                             "cells with the suite's options, e.g. --optimizers, --batch-sizes)")
+        if not arg.startswith("-"):
+            raise SlurmError(f"{arg!r}: a positional argument after --; the tasks run `pytest bench` and select cells "
+                             "by the suite's options only")
+        if arg.startswith("--") and name not in suite and not name.startswith("--benchmark-"):
+            close = difflib.get_close_matches(name, sorted(suite), n=1, cutoff=0.8)
+            if close or name.startswith("--bench-"):
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise SlurmError(f"{name}: not an option of the suite{hint}; see pytest bench --help")
+        # skip the option's value: a suite option's, or the next word of any other option that takes one
+        if "=" not in arg and (name in takes_value or name not in suite) and i + 1 < len(pytest_args) \
+                and not str(pytest_args[i + 1]).startswith("-"):
+            i += 1
+        i += 1
     try:  # the options every task would refuse after its queue wait: refused now, before anything is written
         check_argv(pytest_args)
     except BadOption as exc:
         raise SlurmError(f"the pytest bench options after --: {exc}") from None
+
+
+def check_sbatch(partition, gpus_per_task: int, time_limit, sbatch_args) -> None:
+    """The #SBATCH lines' values, one line each: no spaces or newlines (each would break or add a line of the job
+    script), and none of the options this command sets itself."""
+    if partition is not None and not PARTITION.match(partition):
+        raise SlurmError(f"--partition {partition!r}: a partition name (letters, digits, _ . -; several joined by "
+                         "commas), no spaces")
+    if gpus_per_task > MAX_GPUS_PER_TASK:
+        raise SlurmError(f"--gpus-per-task {gpus_per_task}: at most {MAX_GPUS_PER_TASK} (one task times one run; "
+                         "the suite uses one device per process)")
+    if time_limit is not None and not TIME_LIMIT.match(time_limit):
+        raise SlurmError(f"--time {time_limit!r}: Slurm's formats are minutes, minutes:seconds, hours:minutes:seconds,"
+                         " days-hours, days-hours:minutes, days-hours:minutes:seconds or UNLIMITED")
+    for arg in sbatch_args:
+        if not arg.startswith("-") or any(c.isspace() for c in arg) or not arg.isprintable():
+            raise SlurmError(f"--sbatch-arg {arg!r}: one sbatch option with its value joined by '=', no spaces or "
+                             "newlines, e.g. --sbatch-arg=--account=abc")
+        name = arg.split("=")[0] if arg.startswith("--") else arg[:2]
+        if name in SBATCH_SET_HERE:
+            raise SlurmError(f"--sbatch-arg {arg}: {name} is set by this command (from {SBATCH_SET_HERE[name]})")
+
+
+def submit(results: Path, shards: int, pytest_args: list, partition=None, gpus_per_task: int = 0,
+           time_limit=None, sbatch_args=(), dry_run: bool = False) -> dict:
+    if shards > MAX_SHARDS:
+        raise SlurmError(f"--shards {shards}: at most {MAX_SHARDS}")
+    check_sbatch(partition, gpus_per_task, time_limit, sbatch_args)
+    check_forwarded(pytest_args)
     if results.exists():
         record.check_writable(results, "--results", folder=True)
     else:
@@ -124,7 +189,19 @@ def load(results: Path) -> dict:
     if not path.exists():
         raise SlurmError(f"{results}: no {SUBMISSION} here (submit with python -m bench.slurm submit --results "
                          f"{results} ...)")
-    return json.loads(path.read_text())
+    try:
+        sub = json.loads(path.read_text())
+        if not isinstance(sub, dict):
+            raise ValueError("not a JSON object")
+        shards, jobs, script = sub["shards"], sub["jobs"], sub["script"]
+        if not (isinstance(shards, int) and 1 <= shards <= MAX_SHARDS and isinstance(jobs, list)
+                and all(isinstance(j, dict) and isinstance(j.get("id"), str) for j in jobs)
+                and isinstance(script, str)):
+            raise ValueError("shards, jobs or script of the wrong type")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
+        raise SlurmError(f"{path}: damaged ({type(exc).__name__}: {exc}); it is written by python -m bench.slurm "
+                         "submit: submit again into a new --results folder") from None
+    return sub
 
 
 def queue_states(job_ids: list) -> dict:
@@ -193,17 +270,20 @@ def resubmit(results: Path) -> tuple[list[int], str | None]:
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = int(text) if text.isascii() and text.isdigit() else 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
     return value
 
 
+def _folder(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty folder name; give a folder, e.g. --results runs/h100")
+    return Path(text)
+
+
 def _nonnegative(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
     return int(text)
 
@@ -218,7 +298,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("submit", help="submit the grid as one job array; pytest bench options after --")
     s.add_argument("--shards", type=_positive, required=True, help="array tasks (shards of the grid)")
-    s.add_argument("--results", type=Path, default=Path("results"),
+    s.add_argument("--results", type=_folder, default=Path("results"),
                    help="folder on shared storage for the stores, JSON files and logs (default results/)")
     s.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
     s.add_argument("--gpus-per-task", type=_nonnegative, default=0,
@@ -229,7 +309,7 @@ def main(argv=None) -> int:
     s.add_argument("--dry-run", action="store_true", help="write the job script, do not submit")
     for name, help_ in (("status", "which shards finished"), ("resubmit", "submit the shards that stopped short")):
         q = sub.add_parser(name, help=help_)
-        q.add_argument("results", type=Path)
+        q.add_argument("results", type=_folder)
         if name == "status":
             q.add_argument("--wait", action="store_true", help="poll until no shard is pending or running")
     args = p.parse_args(argv)

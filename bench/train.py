@@ -30,29 +30,36 @@ FAST_NORM_POINTS = 50
 
 
 class _Sigint:
-    """Ctrl-C during a run, remembered. Python raises KeyboardInterrupt wherever the main thread happens to be, and
-    a library's bare `except:` there swallows it (Keras' compile_utils has several, run while it traces a step at
-    a run's start): the run went on and the sweep with it. The handler still raises at once, and also sets `seen`,
-    which the epoch clock and fit_and_classify read, so a swallowed interrupt ends the run at its epoch's end."""
+    """Ctrl-C (SIGINT) or SIGTERM (what a batch system's time limit sends) during a run, remembered. Python raises
+    KeyboardInterrupt wherever the main thread happens to be, and a library's bare `except:` there swallows it
+    (Keras' compile_utils has several, run while it traces a step at a run's start): the run went on and the sweep
+    with it. The handler still raises at once, and also sets `seen`, which the epoch clock and fit_and_classify
+    read, so a swallowed interrupt ends the run at its epoch's end. A signal the launch ignores stays ignored."""
 
     seen = False
+    name = "SIGINT"
 
     def _handle(self, signum, frame):
         self.seen = True
+        self.name = signal.Signals(signum).name
         raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def watch(self):
-        self.seen = False
-        if (threading.current_thread() is not threading.main_thread()  # only the main thread may set a handler
-                or signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None)):  # the user's nohup-style launch
+        self.seen, self.name = False, "SIGINT"
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
             yield self
             return
-        previous = signal.signal(signal.SIGINT, self._handle)
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s, handler in previous.items():
+            if handler not in (signal.SIG_IGN, None):  # the user's nohup-style launch ignores SIGINT: it stays so
+                signal.signal(s, self._handle)
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                if handler is not None:
+                    signal.signal(s, handler)
 
 
 SIGINT = _Sigint()
@@ -246,7 +253,8 @@ def fit_and_classify(cfg: RunConfig, s: Setup) -> Outcome:
         except MemoryError as exc:
             status, error = "oom", f"out of host memory: {exc}"
         except KeyboardInterrupt:
-            status, error = "interrupted", "interrupted (Ctrl-C / SIGINT) during training"
+            how = "Ctrl-C / SIGINT" if sigint.name == "SIGINT" else sigint.name
+            status, error = "interrupted", f"interrupted ({how}) during training"
         except Exception as exc:  # a framework failure of this cell: a result, the sweep goes on
             text = str(getattr(exc, "message", None) or exc).strip()
             message = text.splitlines()[0][:300] if text else ""

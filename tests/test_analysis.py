@@ -255,3 +255,23 @@ def test_repeats_and_rates_at_batch_1_never_duplicate_a_run(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(doc))
     runs = load_runs([tmp_path / "r.json"])
     assert len(runs) == 32 and len(metrics.add_run_metrics(runs)) == 32
+
+
+def test_replicate_refuses_a_sweep_compared_with_itself_and_files_with_no_common_setting(capsys, tmp_path):
+    from analysis.cli import main
+
+    quick = REPORTS / "quick.json"
+    assert main(["replicate", str(quick), str(quick)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the same file twice" in err
+    doc = json.loads(quick.read_text())
+    for b in doc["benchmarks"]:
+        b["extra_info"]["sweep"] = "EPYC-2c-20261130T0000-1"
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text(json.dumps(doc))
+    assert main(["replicate", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err  # the same sweep under another name
+    assert err.count("\n") == 1 and "one sweep is no replication of itself" in err
+    assert main(["replicate", str(quick), str(REPORTS / "machines" / "H200-jax-quick.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "share no setting" in err and "H200" in err

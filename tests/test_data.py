@@ -39,8 +39,22 @@ def test_missing_file(tmp_path):
 def test_corrupt_file(tmp_path):
     bad = tmp_path / "mnist.npz"
     bad.write_bytes(b"PK\x03\x04 this is not a zip archive")
-    with pytest.raises(data.DataError, match="is not a readable .npz"):
+    with pytest.raises(data.DataError, match="is not a .npz archive"):
         data.load_mnist(bad)
+
+
+def test_files_that_are_no_npz_archive(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    (tmp_path / "text.npz").write_text("hello")
+    (tmp_path / "folder.npz").mkdir()
+    for name, message in (("plain.npy", "is not a .npz archive"), ("text.npz", "is not a .npz archive"),
+                          ("folder.npz", "is a folder, not a file")):
+        with pytest.raises(data.DataError, match=message):
+            data.load_mnist(tmp_path / name)
+    with pytest.raises(data.DataError, match="--mnist: '' is no path"):
+        data.locate("")
 
 
 def test_wrong_shape(tmp_path):

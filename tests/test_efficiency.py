@@ -224,3 +224,21 @@ def test_report_text_states_efficiency_and_dispatch_gap(both_modes):
     text = report.render(found, {key: f"{key}.png" for key in FIGURES})
     assert "Measured matmul peak" in text and "MiB" in text
     assert "default vs fast" in text and "With `fast`, the achieved share of the matmul peak" in text
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch-sizes="], "--batch-sizes"),
+    (["--repeats", "101"], "--repeats: 101 is not a whole number from 1 to 100"),
+    (["--json="], "--json"),
+    (["--what", "dispatch", "--dispatch", "turbo"], "invalid choice: 'turbo'"),
+    (["--optimizer", "adamm"], "--optimizer: unknown optimizer 'adamm'"),
+    (["--optimizer", "sgd,adam"], "--optimizer sgd,adam: one optimizer"),
+])
+def test_overhead_tool_refuses_bad_values_in_one_line(args, message, capsys):
+    from bench import overhead
+
+    with pytest.raises(SystemExit) as info:
+        overhead.main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().splitlines()[-1].startswith("python -m bench.overhead: error:")

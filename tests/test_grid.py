@@ -110,6 +110,10 @@ def test_all_optimizers_come_from_keras_without_wrappers():
     (dict(activation="tanh"), "unknown activation 'tanh'; choose one of sigmoid, relu"),
     (dict(seeds="a"), "--seeds: 'a' is not an integer"),
     (dict(dispatch="turbo"), "--dispatch: unknown mode 'turbo'; choose one of default, fast"),
+    (dict(batch_sizes="1_0"), "--batch-sizes: '1_0' is not an integer"),
+    (dict(train_size="200", batch_sizes="1,200"), "200 is the whole training set; give it as 'full'"),  # the whole training set is the full batch
+    (dict(epochs="1001"), "--epochs: 1001 is out of range"),
+    (dict(seeds=",".join(map(str, range(101)))), "--seeds: 101 seeds; at most 100"),
 ])
 def test_bad_values_are_one_line_errors(kwargs, message):
     from bench.backends import optimizer_names

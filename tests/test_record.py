@@ -156,6 +156,28 @@ def test_a_record_appended_after_a_torn_line_is_read_back_intact(tmp_path):
 GOOD = json.dumps({"schema": record.SCHEMA, "record": stored()})
 
 
+@pytest.mark.parametrize("line,reason", [
+    (json.dumps({"schema": record.SCHEMA, "record": stored(status="okay")}), "'okay' is none of"),
+    (json.dumps({"schema": record.SCHEMA, "record": stored(epoch_time_s=-1.0)}), "epoch_time_s: -1.0 is no time"),
+    (json.dumps({"schema": record.SCHEMA, "record": stored(fit_wall_s=float("inf"))}), "fit_wall_s: inf is no time"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deep"),
+])
+def test_values_a_run_cannot_have_are_bad_lines_named_with_their_reason(tmp_path, line, reason):
+    path = tmp_path / "s.jsonl"
+    path.write_text(GOOD + "\n" + line + "\n" + GOOD + "\n")
+    with pytest.warns(record.BadLineWarning):
+        store = record.read_store(path)
+    assert len(store.entries) == 2 and [b.where for b in store.bad] == [f"{path}:2"]
+    assert reason in store.bad[0].text()
+
+
+def test_a_byte_order_mark_an_editor_added_is_no_bad_line(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(("\ufeff" + GOOD + "\n" + GOOD + "\n").encode("utf-8"))
+    store = record.read_store(path)
+    assert len(store.entries) == 2 and not store.bad
+
+
 def test_two_writers_never_interleave(tmp_path):
     path = tmp_path / "shared.jsonl"
     # records of ~200 kB: far above what a single write() is guaranteed to keep whole without the lock

@@ -41,6 +41,56 @@ def test_submit_refuses_what_each_task_sets_itself(tmp_path, capsys):
     assert "no submission.json here" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--", "-k", "adam"], "-k: not forwarded to the tasks"),
+    (["--", "-madam"], "-madam: not forwarded"),
+    (["--", "--collect-only"], "--collect-only: not forwarded"),
+    (["--", "bench/test_train.py"], "'bench/test_train.py': a positional argument"),
+    (["--", "--optimizers", "adam", "extra"], "'extra': a positional argument"),
+    (["--", "--optimiser", "adam"], "--optimiser: not an option of the suite (did you mean --optimizers?)"),
+    (["--", "--bench-stor=x"], "--bench-stor: not an option of the suite"),
+    (["--", "--epochs", "0"], "the pytest bench options after --: --epochs: 0 is out of range"),
+    (["--shards", "1001"], "--shards 1001: at most 1000"),
+    (["--gpus-per-task", "65"], "--gpus-per-task 65: at most 64"),
+    (["--time", "2 hours"], "--time '2 hours': Slurm's formats are"),
+    (["--partition", "gpu\n#SBATCH --x"], "--partition 'gpu\\n#SBATCH --x': a partition name"),
+    (["--sbatch-arg=--account abc"], "--sbatch-arg '--account abc': one sbatch option"),
+    (["--sbatch-arg=account=abc"], "--sbatch-arg 'account=abc': one sbatch option"),
+    (["--sbatch-arg=--array=1-3"], "--sbatch-arg --array=1-3: --array is set by this command (from --shards)"),
+    (["--sbatch-arg=--output=x"], "--output is set by this command"),
+])
+def test_submit_refuses_bad_values_before_writing_anything(tmp_path, capsys, args, message):
+    results = tmp_path / "r"
+    head = [a for a in args if a != "--" and args.index(a) < (args.index("--") if "--" in args else len(args))]
+    tail = args[args.index("--"):] if "--" in args else []
+    if "--shards" not in head:
+        head = ["--shards", "2"] + head
+    assert slurm.main(["submit", "--dry-run", "--results", str(results), *head, *tail]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not results.exists()
+
+
+def test_the_forwarded_options_of_pytest_and_pytest_benchmark_pass(tmp_path):
+    slurm.check_forwarded(["--optimizers", "sgd,adam", "--dispatch=fast", "-q", "-ra", "--benchmark-min-rounds", "1",
+                           "--no-probes", "--epochs", "6"])
+
+
+def test_an_empty_results_folder_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        slurm.main(["submit", "--shards", "2", "--results="])
+    assert "an empty folder name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"shards": 2}', '{"shards": "2", "jobs": [], "script": "x"}'])
+def test_a_damaged_submission_is_one_line(tmp_path, capsys, text):
+    (tmp_path / slurm.SUBMISSION).write_text(text)
+    for command in ("status", "resubmit"):
+        assert slurm.main([command, str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / slurm.SUBMISSION}: damaged" in err and err.count("\n") == 1
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     try:

@@ -51,9 +51,10 @@ def test_kill_9_then_resume_completes_the_grid(tmp_path, real_mnist):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_ctrl_c_mid_run_is_recorded_and_stops_the_sweep(tmp_path, real_mnist, backend):
-    """On JAX too: Keras' JAX trainer leaves its variables unsynchronised after an interrupted fit."""
+@pytest.mark.parametrize("backend,sig", [("tensorflow", "SIGINT"), ("jax", "SIGINT"), ("tensorflow", "SIGTERM")])
+def test_ctrl_c_mid_run_is_recorded_and_stops_the_sweep(tmp_path, real_mnist, backend, sig):
+    """On JAX too: Keras' JAX trainer leaves its variables unsynchronised after an interrupted fit. SIGTERM (what
+    Slurm sends at a job's time limit or scancel) as Ctrl-C."""
     if backend == "jax":
         pytest.importorskip("jax")
     path, out = tmp_path / "runs.jsonl", tmp_path / "b.json"
@@ -70,13 +71,13 @@ def test_ctrl_c_mid_run_is_recorded_and_stops_the_sweep(tmp_path, real_mnist, ba
     reader.start()
     # the progress line of seed 1's first epoch: the signal lands inside its second epoch
     wait_for(lambda: any("sgd-bs1-seed1: epoch 1 " in line for line in output), proc, what="seed 1's first epoch")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     proc.wait(timeout=120)
     reader.join(timeout=10)
     assert proc.returncode == 2, "".join(output)[-2000:]  # pytest's "interrupted"
     entries = record.read_store(path).entries
     assert [e.record.status for e in entries] == ["ok", "interrupted"]
-    assert "SIGINT" in entries[1].record.error and entries[1].record.seed == 1
+    assert sig in entries[1].record.error and entries[1].record.seed == 1
     # pytest-benchmark still writes its JSON at the interrupted session's end: the interrupted run is in it,
     # apart from the timings
     timed, failed = benchmarks(out)

@@ -187,6 +187,8 @@ def test_bad_tuning_options_are_one_line_usage_errors():
         tuning.cells("test", seeds="1,5")
     with pytest.raises(grid.BadOption, match="--lr-grid: '-1' is not a positive learning rate"):
         tuning.cells("test", lr_text="0.1,-1")
+    with pytest.raises(grid.BadOption, match="--lr-grid: 5e3 is outside 1e-8 to 1e3"):
+        tuning.cells("test", lr_text="0.1,5e3")
     with pytest.raises(grid.BadOption, match="sets no check interval for rmsprop at batch 10; choose among sgd, adam"):
         tuning.cells("cpu", "rmsprop")
     with pytest.raises(grid.BadOption, match="--tuning-profile: unknown profile 'x'; choose one of test, cpu, gpu"):

@@ -89,7 +89,8 @@ def compare_speedup(table: pd.DataFrame, finding, note: str = "") -> plt.Figure:
 
 
 def compare_time_to_target(table: pd.DataFrame, finding, note: str = "") -> plt.Figure:
-    """Each machine's fastest time to the target test accuracy per optimizer (bars labelled with the batch size)."""
+    """Each machine's fastest time to the profile's target per optimizer (bars labelled with the batch size); a
+    cell that never reached it is marked, and a figure where none did says so on a linear axis."""
     machines = machine_order(table)
     data = finding.fastest
     fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * data["optimizer"].nunique() * len(machines) / 2 + 3), 5.5))
@@ -110,9 +111,12 @@ def compare_time_to_target(table: pd.DataFrame, finding, note: str = "") -> plt.
             else:
                 ax.text(x, row["s"].iloc[0] * 1.08, f"bs {row['batch'].iloc[0]}", rotation=90, ha="center",
                         va="bottom", fontsize=7)
-    ax.set_yscale("log")
+    reached = data["s"].dropna()
+    if len(reached) and (reached > 0).all():
+        ax.set_yscale("log")
     ax.set_xlabel("optimizer")
-    ax.set_ylabel(f"time to {finding.target_text} (s, log scale; fastest batch size)")
+    ax.set_ylabel(f"time to {finding.target_text} (s" + (", log scale" if ax.get_yscale() == "log" else "")
+                  + "; fastest batch size)")
     _with_note(ax, finding.target_title(), note)
     ax.legend(title=None, fontsize="small")
     ax.margins(y=0.25)

@@ -150,6 +150,9 @@ def epoch_time_text(f) -> str:
     parts = []
     for c in f.claims:
         speedups = ", ".join(f"{b}: {i.text('.2g', 'x')}" for b, i in c.speedups.items() if b != "1")
+        if not c.speedups:
+            parts.append(f"In {c.label(f.machines)} no batch-1 cell ran: no speed-up over batch 1 to show.")
+            continue
         parts.append(f"In {c.label(f.machines)} ({c.measures}) an epoch at batch 10 is "
                      f"**{c.speedup_bs10.text('.2g', 'x')}** faster than at batch 1 (median over optimizers); by "
                      f"batch size: {speedups}.")
@@ -264,7 +267,8 @@ def runs_table(runs: pd.DataFrame) -> str:
         t["epoch s"] = [e + (" *" if u else "") for e, u in zip(t["epoch s"], group.sort_values(
             ["machine", "optimizer", "batch_size", "seed"])["unstable"])]
         out.append(f"### {metrics.protocol_label(group.iloc[0])}\n\n" + table(t))
-    return "\n\n".join(out) + "\n\n`*`: unstable timing (see *Unstable timings*); spread: the steady samples' IQR / median."
+    return ("\n\n".join(out) + "\n\n`*`: unstable timing (see *Unstable timings*); epoch s: the run's estimate, its "
+            "fastest steady epoch; spread: its steady samples' 1.4826 x MAD / median.")
 
 
 SECTIONS = (  # figure key, section title, the finding's text

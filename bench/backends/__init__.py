@@ -14,7 +14,8 @@ from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
 SUPPORTED = ("tensorflow", "jax")
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if not os.environ.get("KERAS_BACKEND"):  # unset or empty: Keras' own default
+    os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # JAX grabs 75 % of the card at start unless told not to: that hides the memory a run really used, and a
 # second process on the same GPU would find it taken.
@@ -67,7 +68,7 @@ class Backend(Protocol):
 
 def name() -> str:
     """The backend this process trains on ($KERAS_BACKEND), without importing it."""
-    chosen = os.environ["KERAS_BACKEND"]
+    chosen = os.environ.get("KERAS_BACKEND") or "tensorflow"  # Keras reads an empty value as unset too
     if chosen not in SUPPORTED:
         raise Unsupported(f"KERAS_BACKEND is {chosen!r}; mnist-mlp-bench runs on {' or '.join(SUPPORTED)}")
     return chosen

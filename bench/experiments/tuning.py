@@ -101,7 +101,8 @@ def _rate(x: float) -> float:
 
 
 def parse_lr_grid(text: str) -> tuple:
-    """--lr-grid: comma-separated positive numbers."""
+    """--lr-grid: comma-separated positive numbers, from 1e-8 to 1e3 (beyond, an update is below float32's resolution
+    of the weights or diverges at once)."""
     rates = []
     for item in _items("--lr-grid", text):
         try:
@@ -110,6 +111,8 @@ def parse_lr_grid(text: str) -> tuple:
             rate = -1.0
         if not (rate > 0 and math.isfinite(rate)):
             raise BadOption(f"--lr-grid: {item!r} is not a positive learning rate; give e.g. 0.001,0.01,0.1")
+        if not 1e-8 <= rate <= 1e3:
+            raise BadOption(f"--lr-grid: {item} is outside 1e-8 to 1e3; give e.g. 0.001,0.01,0.1")
         rates.append(rate)
     return tuple(sorted(set(rates)))
 

@@ -278,11 +278,32 @@ class Record:
         """A record read back, upgraded from an older schema, every field's type checked (RecordError)."""
         if not isinstance(data, dict):
             raise RecordError(f"{where}: expected an object, got {type(data).__name__}")
-        return _build(cls, upgrade(data), where)
+        rec = _build(cls, upgrade(data), where)
+        _check_values(rec, where)
+        return rec
 
     @property
     def label(self) -> str:
         return batch_label(self.full_batch, self.batch_size)
+
+
+# Times a run cannot have negative or infinite (compile_s can be negative: a first epoch faster than the estimate).
+_TIMES = ("epoch_times_s", "steady_samples_s", "epoch_time_s", "epoch_time_median_s", "first_epoch_s", "fit_wall_s",
+          "time_per_update_s")
+
+
+def _check_values(rec: "Record", where: str) -> None:
+    """RecordError for values a run cannot have, beyond their types: an unknown status, a time that is not a
+    finite non-negative number."""
+    import math
+
+    if rec.status not in STATUSES:
+        raise RecordError(f"{where}.status: {rec.status!r} is none of {', '.join(STATUSES)}")
+    for name in _TIMES:
+        value = getattr(rec, name)
+        for x in value if isinstance(value, list) else [value]:
+            if x is not None and not (math.isfinite(x) and x >= 0):
+                raise RecordError(f"{where}.{name}: {x!r} is no time (a finite number of seconds, 0 or more)")
 
 
 def _plain(value):
@@ -414,6 +435,21 @@ def sample_cause(excess: float, i: int, fastest: int, cpu=None, gc=None, steal=N
     return "unexplained"
 
 
+def slow_text(causes: list, listed: int = 6) -> str:
+    """The slow samples of an unstable timing, for its reason: each epoch with its cause, or past `listed` of them
+    the count per cause."""
+    slow = [(i + 2, c) for i, c in enumerate(causes) if c]
+    if not slow:
+        return ""
+    if len(slow) <= listed:
+        return "; slow epoch(s) " + ", ".join(f"{epoch} ({cause})" for epoch, cause in slow)
+    counts = {}
+    for _, cause in slow:
+        counts[cause] = counts.get(cause, 0) + 1
+    return (f"; {len(slow)} of {len(causes)} epochs slow (" + ", ".join(f"{c} {n}" for c, n in counts.items())
+            + ")")
+
+
 def steady_timing(epoch_times: list, cpu=None, gc=None, steal=None, others=None, cpus: int | None = None) -> dict:
     """The record's timing fields from a run's epoch times (and, where measured, each epoch's process CPU, GC, host
     steal and other processes' CPU time): the steady samples (every epoch after the first, whose first steps trace
@@ -437,9 +473,8 @@ def steady_timing(epoch_times: list, cpu=None, gc=None, steal=None, others=None,
                    sample_causes=[sample_cause(x - best, i + 1, fastest, cpu, gc, steal, others, cpus)
                                   if x > best * (1 + SLOW) else None for i, x in enumerate(samples)])
         if out["spread"] is not None and out["spread"] > UNSTABLE_SPREAD:
-            slow = [f"{i + 2} ({c})" for i, c in enumerate(out["sample_causes"]) if c]
             reasons.append(f"samples spread {out['spread']:.0%} of their median (MAD), above {UNSTABLE_SPREAD:.0%}"
-                           + (f"; slow epoch(s) {', '.join(slow)}" if slow else ""))
+                           + slow_text(out["sample_causes"]))
         if best > times[0] * (1 + UNSTABLE_SPREAD):  # within the tolerance when compilation is negligible
             reasons.append(f"the steady estimate ({best:.3g} s) is slower than the compile epoch ({times[0]:.3g} s)")
     out["unstable"] = bool(reasons)
@@ -774,7 +809,11 @@ def check_writable(path: str | os.PathLike, option: str = "--bench-store", folde
     appending (created and removed again when it did not exist), a `folder` gets a file written in it and removed,
     and missing parent folders are made and removed again. Permission bits are not trusted: as root they allow
     writing under /proc, where every write fails."""
+    if str(path).strip() == "":
+        raise StoreError(f"{option}: '' is no path")
     path = Path(path)
+    if path.is_symlink():  # check (and create) the link's target; the link itself is the user's and stays
+        path = path.resolve()
     made = []
     try:
         target = path if folder else path.parent
@@ -813,6 +852,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write `path` whole or not at all: a temporary file beside it, fsync'ed, then renamed over it (a reader never
     sees a partial file; a failure leaves the old one)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -843,8 +883,9 @@ def append(path: str | os.PathLike, nodeid: str, rec: Record | dict, machine: Ma
     }, allow_nan=False) + "\n"
     with open(path, "ab") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
+        size = f.seek(0, os.SEEK_END)
         try:
-            if f.seek(0, os.SEEK_END) > 0:
+            if size > 0:
                 with open(path, "rb") as tail:
                     tail.seek(-1, os.SEEK_END)
                     if tail.read(1) != b"\n":
@@ -852,6 +893,12 @@ def append(path: str | os.PathLike, nodeid: str, rec: Record | dict, machine: Ma
             f.write(line.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
+        except OSError:
+            try:  # a write that failed part-way (a full disk) leaves no cut-off line behind
+                f.truncate(size)
+            except OSError:
+                pass
+            raise
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -861,7 +908,7 @@ def _entry(raw: bytes, where: str) -> Entry | BadLine:
     if not raw.strip(b"\x00 \t\r"):
         return BadLine(where, "NUL bytes (the tail of a write a crash cut off)")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # an editor's byte-order mark
     except UnicodeDecodeError as exc:
         return BadLine(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
     try:
@@ -869,6 +916,8 @@ def _entry(raw: bytes, where: str) -> Entry | BadLine:
     except json.JSONDecodeError:
         return BadLine(where, "torn line (a write was cut off)" if text.lstrip().startswith("{")
                        else "not a JSON line; a run store holds one JSON object per line")
+    except RecursionError:
+        return BadLine(where, "JSON nested too deep to be a record")
     if not isinstance(line, dict) or not isinstance(line.get("record"), dict):
         return BadLine(where, "not a run-store line (no 'record')")
     try:
