@@ -180,7 +180,7 @@ def test_overhead_tool_writes_dispatch_and_overhead_tables(tmp_path, real_mnist)
 def test_overhead_tool_rejects_bad_values(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench.overhead", "--repeats", "0"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "--repeats: 0 is not a positive integer" in proc.stderr
+    assert proc.returncode == 2 and "--repeats: 0 is not a whole number from 1 to 100" in proc.stderr
 
 
 @pytest.fixture(scope="module")
