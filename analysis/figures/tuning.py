@@ -34,7 +34,8 @@ def _plain_labels(ax) -> None:
 
     def minor(v, _):
         low, high = ax.get_ylim()
-        return _plain(v, 2) if high / low < 10 or f"{v:.1g}"[0] in "25" else ""
+        leading = round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0  # 0.2 -> 2, 500 -> 5
+        return _plain(v, 2) if high / low < 10 or leading in (2, 5) else ""
 
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _plain(v)))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
