@@ -133,7 +133,11 @@ def test_estimate_interpolates_measured_per_update_times():
     table = {1: 0.001, 100: 0.004, 10000: 0.4}
     assert estimate.per_update(table, 1) == 0.001 and estimate.per_update(table, 100) == 0.004
     assert estimate.per_update(table, 10) == pytest.approx(0.002)  # halfway on log-log
-    assert estimate.per_update(table, 50000) == pytest.approx(2.0)  # beyond: proportional to the batch
+    assert estimate.per_update(table, 50000) == pytest.approx(2.0)  # beyond every table: proportional to the batch
+    # beyond the sizes measured, the growth of the reference's shape: from batch 10 to 1,000 as on the EPYC
+    ref = estimate.REFERENCES[estimate.SHAPE]["per_update_s"]
+    assert estimate.per_update({1: 0.001, 10: 0.001}, 1000) == pytest.approx(0.001 * ref[1000] / ref[10])
+    assert 3 < ref[1000] / ref[10] < 10  # far from the 100 a proportional rule gives
     cells = grid.parse_sweep("smoke", batch_sizes="1,100").cells()
     sgd = [c for c in cells if c.optimizer == "sgd"]
     # smoke: 200 examples x 6 epochs, 3 repeats: 1,200 updates at batch 1 and 12 at batch 100 per repeat
