@@ -191,9 +191,31 @@ class EscapeFinding:
     points: dict = field(default_factory=dict)  # point -> PointResult
 
     def title(self) -> str:
-        parts = [f"{p.point}: {p.verdict.outcome}" for p in self.points.values()]
-        return (f"Claim 3 at certified saddles ({self.train_size:,} examples) — " + "; ".join(parts)
-                + "\nfraction of runs still at the point, per arm (Kaplan-Meier; + censored)")
+        """The verdict per point and, at its first rate, the medians that say why: the full batch's, the fastest
+        minibatch arm's and the isotropic control's."""
+        lines = [f"Claim 3 at certified saddles ({self.train_size:,} examples): fraction of runs still at the point "
+                 "(Kaplan-Meier; + censored)"]
+        for p in self.points.values():
+            line = f"{p.point}: {p.verdict.outcome}"
+            if p.rates:
+                medians = _first_rate_medians(p, p.rates[0])
+                if medians:
+                    line += f"; median updates to escape at rate {p.rates[0]:g}: " + ", ".join(medians)
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def _first_rate_medians(p: PointResult, rate: float) -> list[str]:
+    def median(s: Survival) -> str:
+        return "never" if math.isnan(s.median) else f"{s.median:,.0f}"
+
+    out = [f"full batch {median(s)}" for s in p.at(rate, "full")]
+    minis = [s for s in p.at(rate, "minibatch") if not math.isnan(s.median)]
+    if minis:
+        best = min(minis, key=lambda s: s.median)
+        out.append(f"fastest minibatch (batch {best.batch_size}) {median(best)}")
+    out += [f"{s.label} {median(s)}" for s in p.at(rate, "isotropic")]
+    return out
 
 
 def _times(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -160,6 +160,11 @@ def _survival_curve(ax, s, style, start):
         ax.plot(censored, level, linestyle="none", marker="+", markersize=11, color=style["color"])
 
 
+def _two_and_five(v: float, _) -> str:
+    leading = round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
+    return f"{v:,.0f}" if leading in (2, 5) else ""
+
+
 def escape(runs: pd.DataFrame, finding) -> plt.Figure:
     """Figure 10: per start point (rows) and learning rate (columns), the fraction of runs of each arm still at the
     point after so many updates (Kaplan-Meier), censored runs marked '+' at their budget; each panel's title gives
@@ -177,9 +182,8 @@ def escape(runs: pd.DataFrame, finding) -> plt.Figure:
                 _survival_curve(ax, s, _arm_style(s, sizes), start)
             ax.set_xscale("log")
             ax.set_xlim(left=start)
-            plain = FuncFormatter(lambda v, _: f"{v:,.0f}")
-            ax.xaxis.set_major_formatter(plain)
-            ax.xaxis.set_minor_formatter(plain)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.xaxis.set_minor_formatter(FuncFormatter(_two_and_five))  # 200, 500: not every minor tick (they crowd)
             ax.set_ylim(-0.03, 1.05)
             ax.set_xlabel("updates from the start point (log scale)")
             ax.set_ylabel("fraction of runs not yet escaped")
