@@ -120,6 +120,19 @@ def _replicate_table(cells: pd.DataFrame, per: str | None) -> dict:
     return out
 
 
+def _per_round(table: dict, opts: list, keys: list) -> dict:
+    """{replicate: [optimizers whose every cell of `keys` (batch sizes) has an undisturbed run in it]}, for the
+    replicates where at least half of `opts` do: a median over optimizers of one round is taken over those (a
+    disturbed run leaves its optimizer out of that round, not the round out of the statistic)."""
+    rounds = set().union(*(set(table[(o, b)]) for o in opts for b in keys if (o, b) in table)) if opts else set()
+    out = {}
+    for r in sorted(rounds):
+        present = [o for o in opts if all((o, b) in table and r in table[(o, b)] for b in keys)]
+        if 2 * len(present) >= len(opts):
+            out[r] = present
+    return out
+
+
 def ratio(cells: pd.DataFrame, numerator: int, denominator: int, per: str | None) -> Interval:
     """Per replicate: median over optimizers of (the numerator batch's estimate / the denominator's); t over the
     replicates on logs."""
@@ -127,9 +140,8 @@ def ratio(cells: pd.DataFrame, numerator: int, denominator: int, per: str | None
     opts = sorted({o for o, b in table if (o, numerator) in table and (o, denominator) in table})
     if not opts:
         return stats.NO_DATA
-    reps = set.intersection(*(set(table[(o, b)]) for o in opts for b in (numerator, denominator)))
-    values = [float(np.median([table[(o, numerator)][r] / table[(o, denominator)][r] for o in opts]))
-              for r in sorted(reps)]
+    values = [float(np.median([table[(o, numerator)][r] / table[(o, denominator)][r] for o in present]))
+              for r, present in _per_round(table, opts, [numerator, denominator]).items()]
     return stats.replicated(values, log=True)
 
 
@@ -141,11 +153,10 @@ def slopes(cells: pd.DataFrame) -> tuple[Interval, Interval]:
     opts = sorted({o for o, _ in table})
     if len(sizes) < 2 or any((o, b) not in table for o in opts for b in sizes):
         return stats.NO_DATA, stats.NO_DATA
-    reps = set.intersection(*(set(t) for t in table.values()))
     dlog = np.diff(np.log(np.asarray(sizes, dtype=float)))
     first, steepest = [], []
-    for r in sorted(reps):
-        curve = np.log([np.median([table[(o, b)][r] for o in opts]) for b in sizes])
+    for r, present in _per_round(table, opts, sizes).items():
+        curve = np.log([np.median([table[(o, b)][r] for o in present]) for b in sizes])
         s = np.diff(curve) / dlog
         first.append(float(s[0]))
         steepest.append(float(s.max()))

@@ -148,7 +148,7 @@ def compare(paths, out: Path, baseline=None, allow_mismatch=False, echo=print) -
         written += save(fig, out, f"cmp{i}_{key}")
         names[key] = f"cmp{i}_{key}.png"
     csv = cmp.table.drop(columns=[c for c in cmp.table if c.startswith("baseline_") or c.endswith("samples_s")
-                                  or c in ("run_epoch_s", "replicates")])
+                                  or c in ("run_epoch_s", "all_epoch_s", "replicates")])
     write_atomic(out / "compare.csv", csv.to_csv(index=False, float_format="%.6g").encode("utf-8"))
     files = ", ".join(f"`{Path(p).name}`" for p in paths)
     write_atomic(out / "COMPARE.md", rep.markdown(cmp.machines, files, names).encode("utf-8"))

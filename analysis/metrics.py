@@ -17,6 +17,23 @@ from bench import record
 # (slope 0: a bigger batch costs nothing more per update) to saturated (slope 1: cost ~ batch).
 KNEE_SLOPE = 0.5
 
+# A repeat whose estimate (its fastest steady sample) is more than DISTURBED times its cell's fastest repeat was
+# disturbed as a whole, not measured: on the shared 2-core VMs whole repeats ran up to 5x slower (the process's own
+# CPU time inflated in step, no steal, no other process: a neighbour on the host), which no sample of the repeat
+# escapes, while the repeats of an undisturbed cell agree within about 10 % (the unstable threshold). Noise only
+# adds time, at the repeat level as within one: such a repeat is left out of the cell's estimate and of every
+# statistic per replicate, and counted (`disturbed_runs`); the cell rests on the rest (n says how many).
+DISTURBED = 1.5
+
+
+def undisturbed(estimates: list) -> list:
+    """The runs' estimates with each disturbed one (over DISTURBED x the fastest) replaced by None, in place."""
+    good = [x for x in estimates if x is not None and x > 0 and math.isfinite(x)]
+    if not good:
+        return list(estimates)
+    limit = DISTURBED * min(good)
+    return [x if x is not None and x > 0 and math.isfinite(x) and x <= limit else None for x in estimates]
+
 # The setting a timing belongs to: one machine running one protocol (experiment, profile, sizes, dispatch mode,
 # backend). Claims, knees, machines, dispatch tables and the comparison all group by it.
 SETTING = ["machine", *record.PROTOCOL]
@@ -148,8 +165,8 @@ def cell_summary(df: pd.DataFrame, keys: list | None = None) -> pd.DataFrame:
     """One row per cell (`keys`, default CELL: machine x protocol x optimizer x batch size) from its finished runs:
     each run (a repeat of one seed) is one independent estimate, its fastest steady sample; the cell's estimate is
     their geometric mean with its t interval (stats.repeats; timings barely depend on the seed, so seeds are
-    repeats too), `run_epoch_s` and `replicates` keep each run's estimate and its (seed, repeat) for statistics per
-    replicate; the rest are medians over its runs, and whether any of its timings was unstable and why."""
+    repeats too) over the undisturbed runs (DISTURBED), `run_epoch_s` and `replicates` keep each run's estimate
+    (None where disturbed; `all_epoch_s` keeps them all) and its (seed, repeat) for statistics per replicate; the rest are medians over its runs, and whether any of its timings was unstable and why."""
     keys = CELL if keys is None else keys
     ok = df[df["status"] == "ok"].assign(_replicate=lambda d: list(zip(d["sweep"].fillna(""), d["seed"], d["repeat"])))
     g = ok.groupby(keys, observed=True, dropna=False)
@@ -157,6 +174,10 @@ def cell_summary(df: pd.DataFrame, keys: list | None = None) -> pd.DataFrame:
     failed = df[df["status"] != "ok"].groupby(keys, observed=True, dropna=False).size().rename("failed_runs")
     out = out.join(failed, on=keys)
     out["failed_runs"] = out["failed_runs"].fillna(0).astype(int)
+    out["all_epoch_s"] = out["run_epoch_s"]
+    out["run_epoch_s"] = [undisturbed(runs) for runs in out["all_epoch_s"]]
+    out["disturbed_runs"] = [sum(x is None for x in kept) - sum(x is None or not x > 0 for x in runs)
+                             for kept, runs in zip(out["run_epoch_s"], out["all_epoch_s"])]
     cells = [stats.repeats(runs) for runs in out["run_epoch_s"]]
     out["samples"] = [len(s) for s in out["epoch_samples_s"]]
     out["epoch_time_s"] = [i.value for i in cells]

@@ -2,7 +2,7 @@
 
 Timings (DESIGN.md, *What counts as evidence*): a cell's estimate is the geometric mean over its independent repeats
 of each repeat's fastest steady sample, with Student's t interval over the repeats on a log scale
-(bench.record.repeats_interval). Statistics of several cells of one sweep (a cost ratio, a slope, a knee) are
+(bench.record.repeats_interval), a repeat disturbed as a whole left out (analysis.metrics.DISTURBED). Statistics of several cells of one sweep (a cost ratio, a slope, a knee) are
 computed per replicate — the runs of one seed and repeat, which ran in the same round of the sweep — and take
 Student's t over the replicates (`replicated`); a comparison of independent cells (two machines, two dispatch
 modes) takes Welch's t on the logs (`welch_ratio`), and an aggregate of such comparisons (a median over

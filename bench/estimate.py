@@ -27,7 +27,7 @@ REFERENCES = {
     },
     "Xeon-2c": {
         "what": "Intel Xeon, 2 cores, TensorFlow, default dispatch, probes on",
-        "source": "reports/quick.json",
+        "source": "reports/machines/Xeon-tf-quick.json",
         "per_update_s": {1: 0.00811, 10: 0.008976, 100: 0.013524, 1000: 0.062423, 3000: 0.154076},
         "per_run_s": 8.58,
     },

@@ -7,11 +7,23 @@ cd "$(dirname "$0")/.."
 R=reports; O=${1:-reports}; M=$R/machines
 report() { out=$1; shift; python -m analysis report "$@" --out "$O/$out" > /dev/null; }
 compare() { out=$1; shift; python -m analysis compare "$@" --out "$O/compare/$out" > /dev/null; }
-report . $R/quick.json $R/quick-fast.json $R/saddle/saddle.json $R/saddle/escape.json
+E=$R/evidence
+# the main report: the first sweep of the evidence protocol in both modes (scripts/evidence.sh), the saddle and
+# escape experiments, and the tuning experiment (figure 3 comes from its tuned runs)
+report . $E/quick-default-a.json $E/quick-fast-a.json $R/saddle/saddle.json $R/saddle/escape.json $R/tuning/tuning.json
+# the evidence protocol's replication: each mode's two sweeps side by side
+mkdir -p "$O/evidence"
+# (first-3-repeats/: the protocol's first run, with 3 repeats per cell, which did not replicate: kept as evidence)
+mkdir -p "$O/evidence/first-3-repeats"
+for mode in default fast; do
+    python -m analysis replicate $E/quick-$mode-a.json $E/quick-$mode-b.json > "$O/evidence/replicate-$mode.txt"
+    python -m analysis replicate $E/first-3-repeats/quick-$mode-a.json $E/first-3-repeats/quick-$mode-b.json \
+        > "$O/evidence/first-3-repeats/replicate-$mode.txt"
+done
 report machines $M/2threads.json $M/1thread.json
 report machines/EPYC-tf-quick $M/EPYC-tf-quick.json $M/EPYC-tf-quick-fast.json
 report saddle $R/saddle/saddle.json $R/saddle/escape.json
-[ -f $R/tuning/tuning.json ] && report tuning $R/tuning/tuning.json
+report tuning $R/tuning/tuning.json
 compare cpu-2-vs-1-threads $M/2threads.json $M/1thread.json
 compare cpu-tf-vs-h200-jax-quick $M/EPYC-tf-quick.json $M/H200-jax-quick.json --allow-mismatch
 compare cpu-vs-h200-jax-lecture $M/EPYC-jax-lecture-2ep.json $M/H200-jax-lecture-2ep.json

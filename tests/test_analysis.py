@@ -260,7 +260,7 @@ def test_repeats_and_rates_at_batch_1_never_duplicate_a_run(tmp_path):
 def test_replicate_refuses_a_sweep_compared_with_itself_and_files_with_no_common_setting(capsys, tmp_path):
     from analysis.cli import main
 
-    quick = REPORTS / "quick.json"
+    quick = REPORTS / "machines" / "Xeon-tf-quick.json"
     assert main(["replicate", str(quick), str(quick)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the same file twice" in err
@@ -275,3 +275,21 @@ def test_replicate_refuses_a_sweep_compared_with_itself_and_files_with_no_common
     assert main(["replicate", str(quick), str(REPORTS / "machines" / "H200-jax-quick.json")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "share no setting" in err and "H200" in err
+
+
+@pytest.mark.parametrize("mode", ["default", "fast"])
+def test_the_committed_evidence_replication_is_what_replicate_prints_today(mode, capsys):
+    """The two sweeps of the evidence protocol (scripts/evidence.sh) are two sweeps of one setting, and the committed
+    replicate-<mode>.txt is exactly what `python -m analysis replicate` prints from them."""
+    from analysis import replication
+    from analysis.cli import main
+
+    evidence = REPORTS / "evidence"
+    a, b = evidence / f"quick-{mode}-a.json", evidence / f"quick-{mode}-b.json"
+    found = replication.compare(load_runs([a]), load_runs([b]))
+    assert found.cells == 28 and found.checked > 0 and {v[1] for v in found.verdicts} == {"1", "2"}
+    assert len(found.knees) == 7  # the lecture's seven optimizers
+    assert main(["replicate", str(a), str(b)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (evidence / f"replicate-{mode}.txt").read_text()
+    assert printed.splitlines() == found.lines()

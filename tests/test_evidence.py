@@ -115,6 +115,40 @@ def test_the_cell_interval_covers_the_known_answer_about_95_percent_of_the_time(
     assert np.mean((low <= truth) & (truth <= high)) < 0.85
 
 
+def test_a_repeat_disturbed_as_a_whole_leaves_the_cell_and_its_interval_as_if_it_had_not_run():
+    """Measured on the 2-core VMs: whole repeats ran 3.5-5x slower (a neighbour on the host), so no sample of the
+    repeat was clean. 15 % of repeats disturbed so: the report's estimator (metrics.undisturbed, then the geometric
+    mean with t over the rest) stays within 5 % of the known answer and covers it about 95 % of the time; the
+    geometric mean over every repeat misses by more than 5 % in a third of the cells, with intervals to match."""
+    rng = np.random.default_rng(9)
+    truth = math.exp(np.log(_repeats(rng, "clean", 200_000).min(axis=-1)).mean())
+    t = _repeats(rng, "clean", TRIALS)
+    hit = rng.random((TRIALS, R)) < 0.15
+    est = _estimates(t * np.where(hit, rng.uniform(3.5, 5, (TRIALS, R)), 1)[..., None])
+    kept = [stats.repeats(metrics.undisturbed(list(e))) for e in est]
+    every = [stats.repeats(list(e)) for e in est]
+    defined = [c for c in kept if c.defined]
+    assert len(defined) > 0.9 * TRIALS  # a cell with two of three repeats disturbed has no interval (n=1)
+    assert 0.93 <= np.mean([c.low <= truth <= c.high for c in defined]) <= 0.97
+    assert np.mean([abs(c.value / truth - 1) < 0.05 for c in kept]) > 0.95
+    assert np.mean([abs(c.value / truth - 1) < 0.05 for c in every]) < 0.7
+    assert metrics.undisturbed([1.0, 1.05, 4.0, None, 1.4]) == [1.0, 1.05, None, None, 1.4]
+
+
+def test_a_disturbed_run_leaves_its_optimizer_out_of_its_round_not_the_round_out_of_the_claim():
+    rows = []
+    for o in ("a", "b"):  # two optimizers: a round's median is their mean, so a disturbed run would move it
+        for b, t in ((1, 1.0), (10, 1.2)):
+            runs = [t * 1.01, t, t * 0.99]
+            if (o, b) == ("a", 10):
+                runs[1] = t * 4  # round 2 of optimizer a at batch 10: disturbed
+            rows.append({**SETTING, "optimizer": o, "batch_size": b, "steps_per_epoch": 1, "all_epoch_s": runs,
+                         "run_epoch_s": metrics.undisturbed(runs), "replicates": [("", 0, r) for r in (1, 2, 3)]})
+    cost = claims.ratio(pd.DataFrame(rows), 10, 1, "steps_per_epoch")
+    assert cost.n == 3 and cost.value == pytest.approx(1.2, rel=1e-6)  # every round, and no 4x in any of them
+    assert cost.high < 1.25  # round 2 is b's alone: 1.2, not the mean of 4.8 and 1.2
+
+
 def test_ratios_per_replicate_and_between_independent_cells_cover_about_95_percent():
     rng = np.random.default_rng(8)
     shared = rng.normal(0, 0.03, (TRIALS, R, 1))  # one round's host state, common to its cells

@@ -78,7 +78,9 @@ TIMING_NOTE = (
     "steady samples of each repeat: the epochs after the first (the first traces and compiles; its excess over the "
     "estimate is `compile s`), evaluation excluded. Noise on a shared host only adds time, so a repeat's estimate "
     "is its fastest sample, and a cell's estimate the geometric mean of its repeats' estimates, with Student's t "
-    "95 % interval over the repeats on a log scale (n = repeats; its coverage is checked by simulation in "
+    "95 % interval over the repeats on a log scale, leaving out a repeat disturbed as a whole (its estimate over "
+    f"{metrics.DISTURBED:g} times the cell's fastest: see *Disturbed repeats*) (n = the repeats kept; its coverage "
+    "is checked by simulation in "
     "tests/test_evidence.py). Ratios, slopes and knees within a sweep are computed per replicate (the runs of one "
     "seed and repeat, one round) with t over the replicates; between independent cells (two machines, two dispatch "
     "modes), Welch's t on the logs, or draws from each cell's t distribution for a median over optimizers. `time to "
@@ -144,6 +146,26 @@ def unstable_section(f: Findings) -> str:
             f"cells: {causes}. Drawn hollow in the figures; measure them again with `--rerun-unstable N`, or by node "
             "id.\n\n" + table(rows.rename(columns={"batch_label": "batch", "slow": "slow samples",
                                                     "unstable_reason": "why"})) + "\n")
+
+
+def disturbed_section(f: Findings) -> str:
+    """The runs left out as disturbed as a whole (metrics.DISTURBED), per cell."""
+    cells = f.by_mode
+    if cells is None or "disturbed_runs" not in cells or not cells["disturbed_runs"].sum():
+        return ""
+    d = cells[cells["disturbed_runs"] > 0]
+    rows = d.assign(mode=d["dispatch.mode"], backend=d["dispatch.backend"],
+                    runs=[f"{k} of {len(a)}: {', '.join(f'{x:.4g}' for x in a if x)} s" for k, a in
+                          zip(d["disturbed_runs"], d["all_epoch_s"])])[
+        ["machine", "backend", "mode", "optimizer", "batch_label", "runs"]]
+    return (f"## Disturbed repeats ({int(d['disturbed_runs'].sum())} runs of {len(d)} of {len(cells)} cells)\n\n"
+            f"A repeat whose estimate is more than {metrics.DISTURBED:g} times its cell's fastest repeat was disturbed "
+            "as a whole (on these shared VMs whole repeats ran up to 5 times slower, the process's own CPU time inflated "
+            "in step, with no steal and no other process: a neighbour on the host), so no sample of it is a "
+            "measurement. It is left out of its cell's estimate and interval (n counts the rest) and out of its round "
+            "in the statistics per replicate.\n\n"
+            + table(rows.rename(columns={"batch_label": "batch", "runs": "disturbed: the repeats' estimates"}))
+            + "\n")
 
 
 def epoch_time_text(f) -> str:
@@ -357,6 +379,7 @@ def render(f: Findings, figures: dict) -> str:
         protocol_section(runs),
         verdicts_section(f),
         unstable_section(f),
+        disturbed_section(f),
     ]
     if len(failed):
         parts.append("## Runs that did not finish\n\n" + table(failed[["machine", "optimizer", "batch_label", "seed",
