@@ -114,7 +114,7 @@ def test_the_record_names_its_experiment_target_and_role_and_older_ones_get_them
     escape = _records(REPORTS / "saddle" / "escape.json")[0]
     tuning = _records(REPORTS / "tuning" / "tuning.json")[0]
     saddle = _records(REPORTS / "saddle" / "saddle.json")[0]
-    grid_run = _records(REPORTS / "machines" / "Xeon-tf-quick-fast.json")[0]
+    grid_run = _records(FIXTURES / "grid-schema2-validation.json")[0]  # a dirty-tree file: a fixture, not evidence
     got = {name: record.Record.from_dict(r) for name, r in
            (("escape", escape), ("tuning", tuning), ("saddle", saddle), ("grid", grid_run))}
     assert {k: r.experiment for k, r in got.items()} == {k: k for k in got}
