@@ -166,7 +166,8 @@ def cell_summary(df: pd.DataFrame, keys: list | None = None) -> pd.DataFrame:
     each run (a repeat of one seed) is one independent estimate, its fastest steady sample; the cell's estimate is
     their geometric mean with its t interval (stats.repeats; timings barely depend on the seed, so seeds are
     repeats too) over the undisturbed runs (DISTURBED), `run_epoch_s` and `replicates` keep each run's estimate
-    (None where disturbed; `all_epoch_s` keeps them all) and its (seed, repeat) for statistics per replicate; the rest are medians over its runs, and whether any of its timings was unstable and why."""
+    (None where disturbed; `all_epoch_s` keeps them all) and its (seed, repeat) for statistics per replicate; the
+    rest are medians over its runs, and whether any of its timings was unstable and why."""
     keys = CELL if keys is None else keys
     ok = df[df["status"] == "ok"].assign(_replicate=lambda d: list(zip(d["sweep"].fillna(""), d["seed"], d["repeat"])))
     g = ok.groupby(keys, observed=True, dropna=False)
@@ -176,7 +177,7 @@ def cell_summary(df: pd.DataFrame, keys: list | None = None) -> pd.DataFrame:
     out["failed_runs"] = out["failed_runs"].fillna(0).astype(int)
     out["all_epoch_s"] = out["run_epoch_s"]
     out["run_epoch_s"] = [undisturbed(runs) for runs in out["all_epoch_s"]]
-    out["disturbed_runs"] = [sum(x is None for x in kept) - sum(x is None or not x > 0 for x in runs)
+    out["disturbed_runs"] = [sum(k is None and r is not None and r > 0 for k, r in zip(kept, runs))
                              for kept, runs in zip(out["run_epoch_s"], out["all_epoch_s"])]
     cells = [stats.repeats(runs) for runs in out["run_epoch_s"]]
     out["samples"] = [len(s) for s in out["epoch_samples_s"]]

@@ -10,6 +10,8 @@ Figure out. They compute nothing a title states: analysis.findings does, once.
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 import matplotlib.ticker
 
@@ -23,6 +25,12 @@ from analysis.load import machine_order  # noqa: E402,F401  (the figures' one or
 from analysis.metrics import batch_text  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
+
+
+def two_or_five(v: float) -> bool:
+    """Whether a log axis' minor tick at `v` leads with a 2 or a 5 (0.2, 500): the ones worth a label, since
+    labelling every minor tick crowds the axis."""
+    return v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5)
 
 
 def batch_axis(ax, data: pd.DataFrame):

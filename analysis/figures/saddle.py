@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FuncFormatter
 
-from analysis.figures import batch_axis
+from analysis.figures import batch_axis, two_or_five
 from analysis.findings import curve_selection
 
 
@@ -160,11 +160,6 @@ def _survival_curve(ax, s, style, start):
         ax.plot(censored, level, linestyle="none", marker="+", markersize=11, color=style["color"])
 
 
-def _two_and_five(v: float, _) -> str:
-    leading = round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
-    return f"{v:,.0f}" if leading in (2, 5) else ""
-
-
 def escape(runs: pd.DataFrame, finding) -> plt.Figure:
     """Figure 10: per start point (rows) and learning rate (columns), the fraction of runs of each arm still at the
     point after so many updates (Kaplan-Meier), censored runs marked '+' at their budget; each panel's title gives
@@ -183,7 +178,7 @@ def escape(runs: pd.DataFrame, finding) -> plt.Figure:
             ax.set_xscale("log")
             ax.set_xlim(left=start)
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-            ax.xaxis.set_minor_formatter(FuncFormatter(_two_and_five))  # 200, 500: not every minor tick (they crowd)
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if two_or_five(v) else ""))  # 200, 500: not every minor tick (they crowd)
             ax.set_ylim(-0.03, 1.05)
             ax.set_xlabel("updates from the start point (log scale)")
             ax.set_ylabel("fraction of runs not yet escaped")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from analysis.figures import batch_axis
+from analysis.figures import batch_axis, two_or_five
 from analysis.stats import Interval
 from analysis.tuning import model_steps
 
@@ -34,8 +34,7 @@ def _plain_labels(ax) -> None:
 
     def minor(v, _):
         low, high = ax.get_ylim()
-        leading = round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0  # 0.2 -> 2, 500 -> 5
-        return _plain(v, 2) if high / low < 10 or leading in (2, 5) else ""
+        return _plain(v, 2) if high / low < 10 or two_or_five(v) else ""
 
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _plain(v)))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
