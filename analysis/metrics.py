@@ -183,6 +183,10 @@ def cell_summary(df: pd.DataFrame, keys: list | None = None) -> pd.DataFrame:
     out["samples"] = [len(s) for s in out["epoch_samples_s"]]
     out["epoch_time_s"] = [i.value for i in cells]
     out["epoch_time_lo_s"], out["epoch_time_hi_s"] = [i.low for i in cells], [i.high for i in cells]
+    # where another sweep of the protocol (as many repeats as this one asked for) will put the cell's estimate
+    again = [stats.replication(runs, int(asked) if asked == asked and asked else len(runs))
+             for runs, asked in zip(out["run_epoch_s"], out["repeats_asked"])]
+    out["epoch_time_again_lo_s"], out["epoch_time_again_hi_s"] = [i.low for i in again], [i.high for i in again]
     for end in ("", "_lo", "_hi"):
         out[f"time_per_update{end}_s"] = out[f"epoch_time{end}_s"] / out["steps_per_epoch"]
     out["energy_to_target_j"] = out["gpu_energy_per_epoch_j"] * out["epochs_to_target"]
@@ -210,6 +214,7 @@ AGGREGATES = {
     "device": ("dispatch.device", "first"),
     "seeds": ("seed", "nunique"),
     "repeats": ("repeat", "size"),
+    "repeats_asked": ("repeats", "max"),
     "run_epoch_s": ("epoch_time_s", list),
     "replicates": ("_replicate", list),
     "epoch_samples_s": ("steady_samples_s", pooled),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis import findings, metrics
+from analysis import findings, metrics, stats
 
 
 @dataclass
@@ -16,8 +16,10 @@ class Replication:
     verdicts: list  # (setting label, claim, outcome in A, outcome in B)
     knees: list  # (setting label, optimizer, knee in A, knee in B)
     cells: int  # cells in both
-    inside: int  # of them, estimates of each inside the other's interval (counted once per direction)
+    inside: int  # of them, estimates of each inside the other's replication interval (counted once per direction)
     checked: int  # directions checked (2 per cell where both have intervals)
+    inside_ci: int = 0  # estimates inside the other's confidence interval
+    expected_ci: float = float("nan")  # the share of those expected of exact intervals (stats.capture, mean)
 
     @property
     def same_verdicts(self) -> int:
@@ -33,8 +35,12 @@ class Replication:
         out.append(f"knees: {self.same_knees} of {len(self.knees)} the same")
         out += [f"  {s} {o}: {_b(a)} / {_b(b)}" for s, o, a, b in self.knees if a != b]
         share = self.inside / self.checked if self.checked else float("nan")
-        out.append(f"cell estimates inside the other sweep's 95% interval: {self.inside} of {self.checked} "
-                   f"({share:.0%}), {self.cells} cells in both")
+        out.append(f"cell estimates inside the other sweep's 95% replication interval: {self.inside} of "
+                   f"{self.checked} ({share:.0%}; exact intervals: 95%), {self.cells} cells in both")
+        share = self.inside_ci / self.checked if self.checked else float("nan")
+        out.append(f"  inside its 95% confidence interval: {self.inside_ci} of {self.checked} ({share:.0%}; exact "
+                   f"intervals: {self.expected_ci:.0%}, as a confidence interval leaves out the other sweep's own "
+                   "error)")
         return out
 
 
@@ -80,13 +86,22 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> Replication:
     knees = [(_setting(dict(zip(keys, k))), k[-1], _int(ka[k]), _int(kb[k])) for k in ka.index if k in kb.index]
     ca, cb = (f.by_mode.set_index(metrics.CELL) for f in (fa, fb))
     common = [k for k in ca.index if k in cb.index]
-    inside = checked = 0
+    inside = inside_ci = checked = 0
+    expected = []
     for k in common:
         for x, y in ((ca.loc[k], cb.loc[k]), (cb.loc[k], ca.loc[k])):
-            if pd.notna(y["epoch_time_lo_s"]) and pd.notna(y["epoch_time_hi_s"]):
+            if pd.notna(y["epoch_time_again_lo_s"]) and pd.notna(y["epoch_time_again_hi_s"]):
                 checked += 1
-                inside += bool(y["epoch_time_lo_s"] <= x["epoch_time_s"] <= y["epoch_time_hi_s"])
-    return Replication(verdicts, knees, len(common), inside, checked)
+                inside += bool(y["epoch_time_again_lo_s"] <= x["epoch_time_s"] <= y["epoch_time_again_hi_s"])
+                inside_ci += bool(y["epoch_time_lo_s"] <= x["epoch_time_s"] <= y["epoch_time_hi_s"])
+                expected.append(stats.capture(_n(y), _n(x)))
+    return Replication(verdicts, knees, len(common), inside, checked, inside_ci,
+                       sum(expected) / len(expected) if expected else float("nan"))
+
+
+def _n(cell) -> int:
+    """The repeats a cell's estimate rests on (its undisturbed runs)."""
+    return sum(1 for r in cell["run_epoch_s"] if r is not None and r > 0)
 
 
 def _int(x):

@@ -62,6 +62,24 @@ def repeats(estimates) -> Interval:
     return Interval(*record.repeats_interval(list(estimates), CONFIDENCE))
 
 
+def replication(estimates, another: int) -> Interval:
+    """Where another sweep's estimate of the cell will fall, 95 %, if it runs `another` repeats: the t prediction
+    interval (bench.record.repeats_interval with `another`). What `python -m analysis replicate` holds each sweep's
+    estimate against; the confidence interval (`repeats`) says how well this sweep knows its own mean."""
+    return Interval(*record.repeats_interval(list(estimates), CONFIDENCE, another=another))
+
+
+def capture(n: int, m: int | None = None) -> float:
+    """The share of replications (another sweep of m repeats, default n) whose estimate falls inside a 95 %
+    confidence interval over n repeats, where both sweeps measure the same thing with the same spread: P(|T| <
+    t_0.975 / sqrt(1 + n/m)), T Student's t with n - 1 degrees of freedom (Cumming & Maloney 2005). 0.88 for 5
+    repeats a side, 0.91 for 3: a confidence interval is not a replication interval."""
+    m = m or n
+    if n < 2:
+        return math.nan
+    return float(2 * scipy.stats.t.cdf(_t(n - 1) / math.sqrt(1 + n / m), n - 1) - 1)
+
+
 def _t(df: float) -> float:
     return float(scipy.stats.t.ppf(0.5 + CONFIDENCE / 2, df))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench import adapter, experiments, grid, record
-from bench.session import SESSION_OPTIONS, SWITCHES, Session, StoreFailed, all_flags, dest, is_timing
+from bench.session import SESSION_OPTIONS, SWITCHES, LostRun, Session, StoreFailed, all_flags, dest, is_timing
 
 BENCH_DIR = Path(__file__).resolve().parent
 SESSION = pytest.StashKey[Session]()
@@ -159,7 +159,7 @@ def run_cell(request, benchmark, bench_session):
     def _run(cell: grid.RunConfig) -> record.Record:
         try:
             rec = bench_session.run(cell, node.nodeid, progress)
-        except experiments.PlanError as exc:
+        except (experiments.PlanError, LostRun) as exc:
             pytest.fail(str(exc), pytrace=False)
         except StoreFailed as exc:  # the record goes to the benchmark JSON; the sweep stops at this cell
             adapter.fill(benchmark, group_of(cell), cell.params, exc.record.to_dict(),
@@ -178,6 +178,18 @@ def run_cell(request, benchmark, bench_session):
         return rec
 
     return _run
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session):
+    """The last round's worker process ends with the runs, before pytest-benchmark asks the machine's identity
+    (which may open the device: the worker must have let it go)."""
+    try:
+        return (yield)
+    finally:
+        state = session.config.stash.get(SESSION, None)
+        if state is not None:
+            state.close()
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -208,6 +220,8 @@ def pytest_sessionfinish(session, exitstatus):
     belong in it; a --resume with nothing left still leaves its file). A sweep whose every run ended in error
     fails; a --resume that found every cell done succeeds."""
     state = session.config.stash.get(SESSION, None)
+    if state is not None:
+        state.close()  # the last round's worker process
     if state is None or session.config.option.collectonly or exitstatus == pytest.ExitCode.USAGE_ERROR:
         return
     # nothing to run is no error where the selection emptied it: every cell in the store (--resume), or a shard

@@ -36,6 +36,9 @@ SESSION_OPTIONS = {
     "--rerun-unstable": ("0", "train a cell whose timing is unstable again, up to N more times, and keep its most "
                               "stable attempt (every attempt is stored; default 0)"),
     "--deterministic": (False, "TensorFlow op determinism (slower; CPU runs are reproducible without it)"),
+    "--in-process": (False, "train every run in this process instead of each round of repeats in a fresh one "
+                            "(bench.worker; for a debugger or a profiler: the repeats then share the process's state, "
+                            "and their interval leaves out what varies between processes)"),
 }
 
 
@@ -91,6 +94,9 @@ class Session(experiments.Context):
     done: list = field(default_factory=list)  # (cell, record) of every run of this session, in order
     started_at: float | None = None  # time.monotonic() of the first run
     sweep_id: str | None = None  # what every record of this session names as its sweep
+    worker: object = None  # bench.worker.Worker training the current round, where rounds run in fresh processes
+    worker_round: int | None = None  # the round (repeat) the worker trains
+    lost: list = field(default_factory=list)  # lines about runs whose worker died before they could be recorded
 
     @classmethod
     def from_options(cls, given: dict) -> "Session":
@@ -154,16 +160,8 @@ class Session(experiments.Context):
                                         "pytest-benchmark rewrites its file at the end; give another path")
             record.check_writable(benchmark_json, "--benchmark-json")
         backends.name()  # an unknown KERAS_BACKEND is a usage error here, before anything trains
-        needs = (self.threads or self.given.get("--deterministic") or self.experiment.fixed_budget
-                 or self.precision != grid.PRECISIONS[0])
-        backend = backends.current() if needs else None
-        if self.threads is not None:
-            backend.set_threads(self.threads)
-        if self.precision != grid.PRECISIONS[0]:
-            backend.set_precision(self.precision)
-        if self.given.get("--deterministic"):
-            backend.enable_determinism()
-        if self.experiment.fixed_budget and not backend.FIXED_BUDGET:
+        backend = backends.apply_settings(self.threads, self.precision, bool(self.given.get("--deterministic")))
+        if self.experiment.fixed_budget and not (backend or backends.current()).FIXED_BUDGET:
             raise backends.Unsupported(f"--experiment {self.experiment.name}: its fixed update budgets need the "
                                        "tensorflow backend")
 
@@ -220,9 +218,12 @@ class Session(experiments.Context):
                          f"than {record.MIN_SAMPLES}: those timings are marked unstable (fine for a smoke check, not "
                          f"for a result; --epochs {record.MIN_SAMPLES + 1} or more)")
         if not self.given.get("--no-calibration"):
-            from bench.calibrate import calibrate
+            if self.fresh_rounds and self.to_run:  # the device is the workers': the sweep's process never touches it
+                self.calibration = self._worker_for(self.to_run[0]).call("calibrate")
+            else:
+                from bench.calibrate import calibrate
 
-            self.calibration = calibrate()
+                self.calibration = calibrate()
         lines += self.experiment.begin(self)
         self.started = True
         return lines
@@ -237,13 +238,21 @@ class Session(experiments.Context):
         plan = self.experiment.plan(cell, self)
         attempts = []
         for attempt in range(1, self.reruns + 2):
-            rec = run(cell, self.mnist, peak=self.calibration, on_epoch=on_epoch, attempt=attempt, plan=plan,
-                      code_version=self.code_version)
+            if self.fresh_rounds:
+                rec = self._train_in_worker(cell, attempt, plan, on_epoch)
+                if rec is None:
+                    break
+            else:
+                rec = run(cell, self.mnist, peak=self.calibration, on_epoch=on_epoch, attempt=attempt, plan=plan,
+                          code_version=self.code_version)
             rec.sweep = self.sweep_id
+            rec.process = "round" if self.fresh_rounds else "sweep"
             self._store(nodeid, cell, rec)
             attempts.append(rec)
             if not rec.unstable or rec.status not in record.FINISHED:
                 break
+        if not attempts:
+            raise LostRun(self.lost[-1])
         kept = min(attempts, key=lambda r: record.stability_key(r.status, r.unstable, r.spread))
         if not is_timing(kept):
             self.untimed.append((nodeid, cell, kept))
@@ -251,6 +260,51 @@ class Session(experiments.Context):
             self.unstable.append((nodeid, kept.unstable_reason))
         self.done.append((cell, kept))
         return kept
+
+    # --- rounds in fresh processes (bench.worker) --------------------------------------------------------------
+
+    @property
+    def fresh_rounds(self) -> bool:
+        """Each round of repeats trains in a fresh process: the experiment's runs are timings, and --in-process was
+        not given."""
+        return bool(self.experiment.fresh_process_rounds and not self.given.get("--in-process"))
+
+    def _worker_for(self, cell: RunConfig):
+        """The worker of the cell's round: the current one, or a fresh process when the round changes."""
+        from bench.worker import Worker
+
+        if self.worker is not None and self.worker_round != cell.repeat:
+            self.close()
+        if self.worker is None:
+            self.worker = Worker({"mnist": str(self.mnist_source) if self.mnist_source else None,
+                                  "threads": self.threads, "precision": self.precision,
+                                  "deterministic": bool(self.given.get("--deterministic"))})
+            self.worker_round = cell.repeat
+        return self.worker
+
+    def _train_in_worker(self, cell: RunConfig, attempt: int, plan, on_epoch) -> record.Record | None:
+        """The run, trained by its round's worker. A worker that dies leaves the run's record as it stood when
+        training began, as an error saying how the process ended (None, and a line in `lost`, if it died before
+        that), and the next run gets a fresh worker; one that fails outside a run leaves an error record too."""
+        from bench import worker
+
+        try:
+            return self._worker_for(cell).call("run", cell, self.calibration, attempt, plan, self.code_version,
+                                               on_epoch=on_epoch)
+        except (worker.WorkerDied, worker.WorkerFailed) as exc:
+            self.close()
+            rec = getattr(exc, "record", None)
+            if rec is None:
+                self.lost.append(f"{cell.test_id}: not recorded: {exc}")
+                return None
+            rec.status, rec.error = "error", str(exc)
+            return rec
+
+    def close(self) -> None:
+        """End the round's worker, if any (at a round's end, and when the sweep ends)."""
+        if self.worker is not None:
+            self.worker.close()
+            self.worker, self.worker_round = None, None
 
     def _store(self, nodeid: str, cell: RunConfig, rec: record.Record) -> None:
         """Append the run to the store; when the store cannot take it, keep it in a fallback file and raise
@@ -307,6 +361,10 @@ def _same_cell(a: RunConfig, b: RunConfig) -> bool:
             a.role, a.dispatch, a.train_size, a.epochs) == (b.experiment, b.profile, b.optimizer, b.batch_size,
                                                             b.full_batch, b.budget, b.learning_rate, b.role,
                                                             b.dispatch, b.train_size, b.epochs)
+
+
+class LostRun(RuntimeError):
+    """A run whose worker died before its training began, so no record could be made; the message says how."""
 
 
 class StoreFailed(RuntimeError):

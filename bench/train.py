@@ -40,6 +40,8 @@ class _Sigint:
     name = "SIGINT"
 
     def _handle(self, signum, frame):
+        if self.seen:  # one interrupt is being handled (the run's record is being made): a second one waits for it
+            return
         self.seen = True
         self.name = signal.Signals(signum).name
         raise KeyboardInterrupt
@@ -388,18 +390,25 @@ def build_record(cfg: RunConfig, s: Setup, out: Outcome, peak: dict | None, atte
     return rec
 
 
+# the error of a run whose process ended while it trained (bench.worker completes it with how the process ended)
+LOST = "the process training the run ended before the run finished"
+
+
 def run(cfg: RunConfig, data, *, max_curve_points: int = MAX_CURVE_POINTS, sampler: GpuSampler | None = None,
         peak: dict | None = None, on_epoch=None, attempt: int = 1, plan: Plan | None = None,
-        code_version: str | None = None) -> Record:
+        code_version: str | None = None, on_start=None) -> Record:
     """Train one cell on `data` (a bench.data.Mnist) and return its run record.
 
     `peak`: the session's calibration (bench.calibrate), to score the run against the machine's matmul rate;
     `on_epoch(epoch, seconds)`: called after each timed epoch (the plugin's progress lines); `attempt`: which
     run of the cell this is in the sweep (reruns of an unstable timing count up); `plan`: what the cell's
     experiment hands the run (bench.experiments.Plan: the cell to train, e.g. at a chosen rate; start weights; a
-    stop rule; its part of the record).
+    stop rule; its part of the record); `on_start(record)`: called once the model is built, before training, with
+    the record the run leaves if its process dies while it trains (status error: bench.worker keeps it).
     """
     plan = plan or Plan(cfg)
     setup = prepare(plan.cell, data, max_curve_points, sampler, on_epoch, plan)
+    if on_start is not None:
+        on_start(build_record(cfg, setup, Outcome("error", LOST, 0.0), peak, attempt, plan, code_version))
     outcome = fit_and_classify(plan.cell, setup)
     return build_record(cfg, setup, outcome, peak, attempt, plan, code_version)

@@ -5,8 +5,9 @@
 # statistic lies near its threshold flips between sweeps on the width of a 2-degree-of-freedom t interval alone:
 # the first evidence run, 2026-11-30, measured the default mode's claim-1 ratio at 1.37 and 1.36 and judged it
 # not determined and supported), in both dispatch modes, the whole of it run twice back to back, each
-# sweep in its own benchmark JSON; then each mode's two sweeps compared (python -m analysis replicate: the same
-# verdicts, the same knees, each cell's estimate inside the other sweep's interval). Run it on a quiet machine
+# sweep in its own benchmark JSON (each round of a sweep in a fresh process: bench/worker.py); then each mode's
+# two sweeps compared (python -m analysis replicate: the same verdicts, the same knees, each cell's estimate inside
+# the other sweep's replication interval, the confidence interval's count beside it). Run it on a quiet machine
 # from a clean tree (committed evidence must be rebuildable from its commit: ALLOW_DIRTY=1 for a trial run).
 # Usage: bash scripts/evidence.sh [more pytest bench options]     (OUT=results/evidence by default)
 set -euo pipefail

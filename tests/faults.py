@@ -6,6 +6,9 @@
                                               attempt only (a rerun of the cell is undisturbed)
     BENCH_FAULT=gc:TEST_ID:EPOCH:SECONDS      the same, the time spent in Python's garbage collector (full
                                               collections over a large live heap, built before training)
+    BENCH_FAULT=die:TEST_ID                   the process training that cell is killed (SIGKILL) as training starts
+
+and, no fault, BENCH_PIDS=PATH: the sweep's process and each process that trains for it append their pid to PATH.
 """
 
 import gc
@@ -14,6 +17,19 @@ import time
 
 
 def pytest_configure(config):
+    """In the sweep's process, and in each process that trains its rounds (bench.worker calls `install` there)."""
+    if not (os.environ.get("BENCH_FAULT") or os.environ.get("BENCH_PIDS")):
+        return
+    from bench import worker
+
+    os.environ[worker.SETUP_ENV] = f"{__name__}:install"
+    install()
+
+
+def install():
+    if os.environ.get("BENCH_PIDS"):
+        with open(os.environ["BENCH_PIDS"], "a") as f:
+            f.write(f"{os.getpid()}\n")
     spec = os.environ.get("BENCH_FAULT")
     if not spec:
         return
@@ -29,6 +45,10 @@ def pytest_configure(config):
         seen.append(cfg.test_id)
         if kind == "error":
             raise RuntimeError("injected failure (tests/faults.py)")
+        if kind == "die":  # the process that trains is killed, as the kernel's out-of-memory killer does
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
         from bench.backends import current
 
         epoch, seconds = int(rest[0]), float(rest[1])

@@ -115,6 +115,46 @@ def test_the_cell_interval_covers_the_known_answer_about_95_percent_of_the_time(
     assert np.mean((low <= truth) & (truth <= high)) < 0.85
 
 
+def _sweep_pair(rng, separate: bool, trials: int, repeats: int = 5):
+    """Two sweeps of one cell, `trials` times: each run's log time is the cell's, plus its process's offset (sd 4 %:
+    memory layout, thread placement), plus the host's state in its round (sd 1.5 %), plus its fastest sample's own
+    noise (sd 1 %). `separate`: each round in a fresh process (bench.worker), else one process per sweep."""
+    shape = (2, trials, repeats)
+    process = rng.normal(0, 0.04, shape) if separate else np.repeat(rng.normal(0, 0.04, (2, trials, 1)), repeats, -1)
+    return np.exp(1.0 + process + rng.normal(0, 0.015, shape) + rng.normal(0, 0.01, shape))
+
+
+@pytest.mark.parametrize("separate", [True, False])
+def test_the_replication_interval_holds_another_sweeps_estimate_95_percent_when_rounds_are_fresh_processes(
+        separate):
+    rng = np.random.default_rng(11)
+    a, b = _sweep_pair(rng, separate, TRIALS)
+    held = held_ci = 0
+    for x, y in zip(a, b):
+        again, ci = stats.replication(metrics.undisturbed(list(x)), 5), stats.repeats(metrics.undisturbed(list(x)))
+        estimate = stats.repeats(list(y)).value
+        held += again.low <= estimate <= again.high
+        held_ci += ci.low <= estimate <= ci.high
+    if separate:
+        assert 0.93 <= held / TRIALS <= 0.97, held / TRIALS
+        # a confidence interval holds another sweep's estimate only as often as Cumming's capture says: 88 %
+        assert abs(held_ci / TRIALS - stats.capture(5)) < 0.02 and stats.capture(5) == pytest.approx(0.879, abs=0.001)
+    else:  # repeats that share one process cannot see what varies between processes: the interval is far too short
+        assert held / TRIALS < 0.6, held / TRIALS
+
+
+def test_capture_of_a_confidence_interval_is_cummings_and_grows_with_fewer_repeats():
+    """2 F_t4(2.776 / sqrt 2) - 1 = 0.879 (a simulation of 2 million pairs of normal sweeps: 0.8789); with three
+    repeats 2 F_t2(4.303 / sqrt 2) - 1 = 0.907."""
+    assert stats.capture(5) == pytest.approx(0.8789, abs=5e-4)
+    assert stats.capture(3) == pytest.approx(0.9070, abs=5e-4)
+    assert stats.capture(5, 10_000) == pytest.approx(0.949, abs=2e-3)  # the other sweep's error vanishes: 95 %
+    wide = stats.replication([1.0, 1.1, 0.95], 3)
+    narrow = stats.repeats([1.0, 1.1, 0.95])
+    assert wide.value == narrow.value and wide.low < narrow.low and wide.high > narrow.high
+    assert math.log(wide.high / wide.value) == pytest.approx(math.sqrt(2) * math.log(narrow.high / narrow.value))
+
+
 def test_a_repeat_disturbed_as_a_whole_leaves_the_cell_and_its_interval_as_if_it_had_not_run():
     """Measured on the 2-core VMs: whole repeats ran 3.5-5x slower (a neighbour on the host), so no sample of the
     repeat was clean. 15 % of repeats disturbed so: the report's estimator (metrics.undisturbed, then the geometric

@@ -129,6 +129,37 @@ def test_a_failed_cell_is_recorded_but_is_not_a_timing(tmp_path, real_mnist):
     assert timed == [] and [b["extra_info"]["status"] for b in failed] == ["error"]
 
 
+@pytest.mark.slow
+def test_each_round_trains_in_a_fresh_process_and_a_killed_one_loses_only_its_run(tmp_path, real_mnist):
+    """Repeat 2 of batch 100 is killed as it starts training (SIGKILL, as the out-of-memory killer does): it is
+    recorded as an error that says so, the sweep goes on in a fresh process, and every other run is a timing."""
+    path, out, pids = tmp_path / "runs.jsonl", tmp_path / "b.json", tmp_path / "pids"
+    tiny = ["--bench-profile", "smoke", "--optimizers", "sgd", "--train-size", "200", "--epochs", "2"]
+    proc = run(sweep_cmd(*tiny, "--batch-sizes", "100,full", "--repeats", "3", "--benchmark-json", str(out),
+                         store=path, mnist=real_mnist, plugins=["tests.faults"]),
+               env={"BENCH_FAULT": "die:sgd-bs100-seed0-r2", "BENCH_PIDS": str(pids)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    runs = {(e.record.label, e.record.repeat): e.record for e in record.read_store(path).entries}
+    assert sorted(runs) == [(b, r) for b in ("100", "full") for r in (1, 2, 3)]
+    killed = runs.pop(("100", 2))
+    assert killed.status == "error" and "ended by signal SIGKILL" in killed.error and killed.epochs_done == 0
+    assert all(r.status == "ok" and r.process == "round" for r in runs.values())
+    # one process per round and a fresh one after the killed one, none of them the sweep's own (its pid ends the
+    # sweep id), which wrote its pid first
+    own, *workers = [int(p) for p in pids.read_text().split()]
+    assert killed.sweep.endswith(f"-{own}") and len(set(workers)) == len(workers) == 4 and own not in workers
+    timed, failed = benchmarks(out)
+    assert len(timed) == 5 and [b["extra_info"]["status"] for b in failed] == ["error"]
+    assert json.loads(out.read_text())["machine_info"]["calibration"]["matmul_gflops"] > 0  # measured by round 1's
+
+    alone = run(sweep_cmd(*tiny, "--repeats", "1", "--batch-sizes", "full", "--in-process",
+                          store=tmp_path / "in.jsonl", mnist=real_mnist, plugins=["tests.faults"]),
+                env={"BENCH_PIDS": str(tmp_path / "in-pids")})
+    assert alone.returncode == 0, alone.stdout[-2000:]
+    assert [e.record.process for e in record.read_store(tmp_path / "in.jsonl").entries] == ["sweep"]
+    assert len((tmp_path / "in-pids").read_text().split()) == 1  # nothing but the sweep's process
+
+
 def test_an_unwritable_store_is_refused_before_any_training(tmp_path):
     (tmp_path / "file").write_text("")
     proc = run(sweep_cmd(*TINY, "--batch-sizes", "100", store=tmp_path / "file" / "sub" / "runs.jsonl"), timeout=300)

@@ -48,7 +48,8 @@ def machines_section(runs: pd.DataFrame, duplicates: int = 0) -> str:
             .agg(runs=("schema", "size"), modes=("dispatch.mode", lambda s: ", ".join(dict.fromkeys(s))),
                  backend=("dispatch.backend", lambda s: ", ".join(dict.fromkeys(s))),
                  profiles=("profile", lambda s: ", ".join(dict.fromkeys(s))),
-                 device=("dispatch.device", "first"), tensorflow=("tensorflow", "first"),
+                 device=("dispatch.device", "first"), processes=("process", _processes),
+                 tensorflow=("tensorflow", "first"),
                  gpu_reason=("gpu.reason", "first"))
             .reset_index())
     rows["gpu_reason"] = rows["gpu_reason"].fillna("")
@@ -56,6 +57,14 @@ def machines_section(runs: pd.DataFrame, duplicates: int = 0) -> str:
                "cell, seed and machine: a run in both a benchmark JSON and its store, or reruns of an unstable cell); "
                "each cell is counted once, by its most stable attempt.\n" if duplicates else "")
     return "## Machines and files\n\n" + table(rows) + "\n" + repeats
+
+
+def _processes(values) -> str:
+    """Which processes a file's runs trained in (the record's `process`): 'one per round', 'the sweep's', or
+    'the sweep's (not recorded)' for records from before the per-round processes."""
+    names = {"round": "one per round", "sweep": "the sweep's"}
+    return ", ".join(dict.fromkeys(names.get(v, "the sweep's (not recorded)") if isinstance(v, str)
+                                   else "the sweep's (not recorded)" for v in values))
 
 
 def protocol_section(runs: pd.DataFrame) -> str:
@@ -74,7 +83,9 @@ def protocol_section(runs: pd.DataFrame) -> str:
 
 TIMING_NOTE = (
     "Every timing rests on independent repeats of its cell (each a fresh model instance, run in its own round of the "
-    "sweep so that a slow spell of the host lands on different cells' repeats; seeds count as repeats) and on the "
+    "sweep so that a slow spell of the host lands on different cells' repeats, each round in a fresh process of its "
+    "own where *Machines and files* says `one per round`, so that what varies between processes, such as memory "
+    "layout and thread placement, varies between repeats too; seeds count as repeats) and on the "
     "steady samples of each repeat: the epochs after the first (the first traces and compiles; its excess over the "
     "estimate is `compile s`), evaluation excluded. Noise on a shared host only adds time, so a repeat's estimate "
     "is its fastest sample, and a cell's estimate the geometric mean of its repeats' estimates, with Student's t "
@@ -83,7 +94,10 @@ TIMING_NOTE = (
     "is checked by simulation in "
     "tests/test_evidence.py). Ratios, slopes and knees within a sweep are computed per replicate (the runs of one "
     "seed and repeat, one round) with t over the replicates; between independent cells (two machines, two dispatch "
-    "modes), Welch's t on the logs, or draws from each cell's t distribution for a median over optimizers. `time to "
+    "modes), Welch's t on the logs, or draws from each cell's t distribution for a median over optimizers. Where "
+    "another sweep of the protocol will put a cell's estimate is the wider replication interval (half-width "
+    "t·s·√(1/n + 1/m) for m repeats there; `python -m analysis replicate` holds two sweeps against it): a 95 % "
+    "confidence interval holds another sweep's estimate only about 88 % of the time with 5 repeats a side. `time to "
     "target` is steady time: the epochs until the accuracy on the target's split (the validation split, the last "
     "10,000 training images, in every current profile) first reaches the profile's target, at the cell's estimate.")
 

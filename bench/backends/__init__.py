@@ -95,6 +95,22 @@ def current():
     return module
 
 
+def apply_settings(threads: int | None = None, precision: str | None = None, deterministic: bool = False):
+    """The sweep's backend settings in this process, before anything trains: its thread counts, its float32 matmul
+    precision (other than the frameworks' default, tf32) and op determinism. Returns the backend, or None where no
+    setting asks for one (nothing imported)."""
+    if not (threads or deterministic or (precision and precision != "tf32")):
+        return None
+    backend = current()
+    if threads is not None:
+        backend.set_threads(threads)
+    if precision and precision != "tf32":
+        backend.set_precision(precision)
+    if deterministic:
+        backend.enable_determinism()
+    return backend
+
+
 def optimizer_classes() -> dict:
     """Every optimizer class the installed Keras ships, by lower-case name, wrappers excluded.
 

@@ -66,6 +66,9 @@ class Experiment:
     options: tuple = ()  # its own Options
     reads: tuple = ()  # the common grid options (grid.COMMON_OPTIONS) it reads; any other given is a usage error
     fixed_budget: bool = False  # its runs need a backend with fixed update budgets (FIXED_BUDGET)
+    # its results are timings: each round of repeats trains in a fresh process (bench.worker), so that what varies
+    # between processes varies between its repeats; its plans must then pickle (no callables)
+    fresh_process_rounds: bool = False
 
     def cells(self, given: dict) -> list[RunConfig]:
         """Its cells, from its options' values as given on the command line ({flag: text or None})."""
@@ -86,6 +89,7 @@ class Grid(Experiment):
     name = GRID
     about = "the sweep of optimizers x batch sizes of a profile (" + ", ".join(grid.PROFILES) + ")"
     reads = tuple(grid.COMMON_OPTIONS)
+    fresh_process_rounds = True
 
     def cells(self, given: dict) -> list[RunConfig]:
         from bench.backends import optimizer_names

@@ -228,6 +228,10 @@ class Record:
     repeats: int = _f("repeats of the cell the sweep asked for (--repeats)", 1)
     sweep: str | None = _f("the sweep (pytest session) the run belongs to: its start time, host and process id; two "
                            "sweeps of one protocol are independent measurements (None: not recorded)", None)
+    process: str | None = _f("which process trained the run: round (a fresh process for the run's round of the sweep, "
+                             "so a cell's repeats never share one: bench.worker) or sweep (the sweep's own process: "
+                             "--in-process, and experiments whose results are not timings); None: not recorded (before "
+                             "2026-11-30 every run trained in the sweep's process)", None)
     time_per_update_s: float | None = _f("epoch_time_s / steps_per_epoch")
     examples_per_s: float | None = _f("training examples per second in the steady state")
     train_loss: float | None = _f("loss on the training subset after the last epoch")
@@ -485,11 +489,17 @@ def steady_timing(epoch_times: list, cpu=None, gc=None, steal=None, others=None,
 CONFIDENCE = 0.95
 
 
-def repeats_interval(estimates, confidence: float = CONFIDENCE) -> tuple:
+def repeats_interval(estimates, confidence: float = CONFIDENCE, another: int | None = None) -> tuple:
     """(estimate, low, high, n) of a cell from its independent repeats' estimates (each repeat's fastest sample):
     their geometric mean with Student's t interval on the logarithms, n - 1 degrees of freedom. The repeats are
     the unit of replication; each one's estimate carries the spread of its own samples, so the interval holds both
-    levels of variation (tests/test_evidence.py checks its coverage by simulation). Fewer than two: no interval."""
+    levels of variation (tests/test_evidence.py checks its coverage by simulation). Fewer than two: no interval.
+
+    With `another` = m, the replication interval instead: where the estimate of another sweep of m repeats will
+    fall (Student's t prediction interval, half-width t * s * sqrt(1/n + 1/m)). A confidence interval is about this
+    sweep's mean; another sweep's estimate carries its own error too, and falls inside this sweep's 95 % confidence
+    interval only about 88 % of the time with 5 repeats a side (2 F_t(t_0.975 / sqrt 2) - 1 with n - 1 degrees of
+    freedom; Cumming & Maloney's capture percentage), inside the replication interval 95 % of the time."""
     import math
 
     logs = [math.log(x) for x in estimates if x is not None and x > 0 and math.isfinite(x)]
@@ -501,7 +511,8 @@ def repeats_interval(estimates, confidence: float = CONFIDENCE) -> tuple:
         return math.exp(mean), math.nan, math.nan, n
     from scipy.stats import t
 
-    half = t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(logs) / math.sqrt(n)
+    scale = math.sqrt(1 / n + 1 / another) if another else 1 / math.sqrt(n)
+    half = t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(logs) * scale
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half), n
 
 
