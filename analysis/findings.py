@@ -296,7 +296,8 @@ def _ratio_by_batch(cells: pd.DataFrame, other: str, base: str, column: str = "r
             a, b = o[o[key] == other][column], o[o[key] == base][column]
             if len(a) and len(b):
                 points.append(stats.repeats(a.iloc[0]).value / stats.repeats(b.iloc[0]).value)
-                drawn.append(stats.draws(a.iloc[0], seed=2 * i) / stats.draws(b.iloc[0], seed=2 * i + 1))
+                with np.errstate(divide="ignore", over="ignore"):  # a 2-repeat cell's t(1) draws reach 0 and inf
+                    drawn.append(stats.draws(a.iloc[0], seed=2 * i) / stats.draws(b.iloc[0], seed=2 * i + 1))
                 defined &= all(sum(x is not None and x > 0 for x in v.iloc[0]) > 1 for v in (a, b))
         if points:
             out[int(bs)] = stats.from_draws(float(np.median(points)), np.median(np.stack(drawn), axis=0),

@@ -1,16 +1,19 @@
 """Each round of a timed sweep in a fresh process, so that a cell's repeats are independent of the process too.
 
 A process carries state that a fresh model instance does not reset: where its allocator placed the arrays, which
-cores its thread pools settled on, what its interpreter and framework cached. Such state moves a run's time by a
-few per cent, up to 14 % for the full batch in fast dispatch, the same for every run of the process, so repeats
-that share one process agree with each other more closely than with another sweep (the evidence of 2026-11-30:
-within one process fast-dispatch full-batch repeats agreed within 2-3 %, two sweeps differed by 5-14 %; a
-measurement's environment changing its result is Mytkowicz et al., "Producing wrong data without doing anything
-obviously wrong!", ASPLOS 2009). A sweep of a timed experiment (bench.experiments: `fresh_process_rounds`) therefore
-trains each round of its repeats in a process of its own, started with multiprocessing's spawn (a new interpreter:
-nothing inherited but the environment): the repeats of a cell then sample that state as independent sweeps do, and
-the interval over repeats covers it. The sweep's own process keeps the store, the benchmark JSON and the progress,
-and never touches the device (the calibration runs in the first round's process).
+cores its thread pools settled on, what its interpreter and framework cached. Such state can move every run of the
+process alike (a measurement's environment changing its result: Mytkowicz et al., "Producing wrong data without
+doing anything obviously wrong!", ASPLOS 2009), so repeats that share one process can agree with each other more
+closely than with another sweep. Measured on the 2-core EPYC, 2026-11-30: the committed evidence's two sweeps (each
+one process) put fast-dispatch full-batch cells 0.91-1.14 times apart where one sweep's interval was as narrow as
++-2 %, and the default-dispatch cells 3.7 % slower in the second (median); the same cells run in 3 processes of 4
+repeats gave a between-process standard deviation of 1.4 % (fast, full batch) and 2.5 % (default, batch 100) beside
+the within-process spread. A sweep of a timed experiment (bench.experiments: `fresh_process_rounds`) therefore trains
+each round of its repeats in a process of its own, started with multiprocessing's spawn (a new interpreter: nothing
+inherited but the environment): the repeats of a cell then sample that state as independent sweeps do, and the
+interval over repeats covers it, at the cost of one process start per round (about 5 s here), not per run. The
+sweep's own process keeps the store, the benchmark JSON and the progress, and never touches the device (the
+calibration runs in the first round's process).
 
 A worker that dies (killed by the kernel's out-of-memory killer, a crash in the framework) loses only the run it
 was training: the sweep records that run as an error with the worker's exit status and goes on in a fresh worker.

@@ -13,12 +13,15 @@ E=$R/evidence
 report . $E/quick-default-a.json $E/quick-fast-a.json $R/saddle/saddle.json $R/saddle/escape.json $R/tuning/tuning.json
 # the evidence protocol's replication: each mode's two sweeps side by side
 mkdir -p "$O/evidence"
-# (first-3-repeats/: the protocol's first run, with 3 repeats per cell, which did not replicate: kept as evidence)
-mkdir -p "$O/evidence/first-3-repeats"
+# (kept as evidence, each with its own comparison: first-3-repeats/, the protocol's first run, 3 repeats per cell,
+# every repeat in the sweep's one process; in-one-process/, its second run, 5 repeats, still in one process)
 for mode in default fast; do
     python -m analysis replicate $E/quick-$mode-a.json $E/quick-$mode-b.json > "$O/evidence/replicate-$mode.txt"
-    python -m analysis replicate $E/first-3-repeats/quick-$mode-a.json $E/first-3-repeats/quick-$mode-b.json \
-        > "$O/evidence/first-3-repeats/replicate-$mode.txt"
+    for old in first-3-repeats in-one-process; do
+        mkdir -p "$O/evidence/$old"
+        python -m analysis replicate $E/$old/quick-$mode-a.json $E/$old/quick-$mode-b.json \
+            > "$O/evidence/$old/replicate-$mode.txt"
+    done
 done
 report machines $M/2threads.json $M/1thread.json
 report machines/EPYC-tf-quick $M/EPYC-tf-quick.json $M/EPYC-tf-quick-fast.json
