@@ -179,6 +179,8 @@ def serve(conn, settings: dict) -> None:
     _die_with_parent()
     if os.getppid() == 1:  # the sweep's process is already gone
         return
+    # TensorFlow's start-up notices (oneDNN, no CUDA driver) once per round are noise; its warnings and errors stay
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     try:
         mnist = setup(settings)
     except BaseException as exc:  # noqa: BLE001 - told to the sweep, which reports it
