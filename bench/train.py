@@ -260,7 +260,10 @@ def fit_and_classify(cfg: RunConfig, s: Setup) -> Outcome:
         except Exception as exc:  # a framework failure of this cell: a result, the sweep goes on
             text = str(getattr(exc, "message", None) or exc).strip()
             message = text.splitlines()[0][:300] if text else ""
-            if backends.current().is_oom(exc):
+            if sigint.seen:  # the interrupt, raised inside the framework's own code, came back as its error
+                how = "Ctrl-C / SIGINT" if sigint.name == "SIGINT" else sigint.name
+                status, error = "interrupted", f"interrupted ({how}) during training"
+            elif backends.current().is_oom(exc):
                 status, error = "oom", f"out of memory: {message}"
             else:
                 status, error = "error", f"{type(exc).__name__}: {message}"
