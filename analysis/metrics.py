@@ -184,7 +184,7 @@ def cell_summary(df: pd.DataFrame, keys: list | None = None) -> pd.DataFrame:
     out["epoch_time_s"] = [i.value for i in cells]
     out["epoch_time_lo_s"], out["epoch_time_hi_s"] = [i.low for i in cells], [i.high for i in cells]
     # where another sweep of the protocol (as many repeats as this one asked for) will put the cell's estimate
-    again = [stats.replication(runs, int(asked) if asked == asked and asked else len(runs))
+    again = [stats.replication(runs, int(asked) if pd.notna(asked) and asked else len(runs))
              for runs, asked in zip(out["run_epoch_s"], out["repeats_asked"])]
     out["epoch_time_again_lo_s"], out["epoch_time_again_hi_s"] = [i.low for i in again], [i.high for i in again]
     for end in ("", "_lo", "_hi"):

@@ -94,14 +94,10 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> Replication:
                 checked += 1
                 inside += bool(y["epoch_time_again_lo_s"] <= x["epoch_time_s"] <= y["epoch_time_again_hi_s"])
                 inside_ci += bool(y["epoch_time_lo_s"] <= x["epoch_time_s"] <= y["epoch_time_hi_s"])
-                expected.append(stats.capture(_n(y), _n(x)))
+                expected.append(stats.capture(stats.repeats(y["run_epoch_s"]).n, stats.repeats(x["run_epoch_s"]).n))
     return Replication(verdicts, knees, len(common), inside, checked, inside_ci,
                        sum(expected) / len(expected) if expected else float("nan"))
 
-
-def _n(cell) -> int:
-    """The repeats a cell's estimate rests on (its undisturbed runs)."""
-    return sum(1 for r in cell["run_epoch_s"] if r is not None and r > 0)
 
 
 def _int(x):

@@ -220,8 +220,6 @@ def pytest_sessionfinish(session, exitstatus):
     belong in it; a --resume with nothing left still leaves its file). A sweep whose every run ended in error
     fails; a --resume that found every cell done succeeds."""
     state = session.config.stash.get(SESSION, None)
-    if state is not None:
-        state.close()  # the last round's worker process
     if state is None or session.config.option.collectonly or exitstatus == pytest.ExitCode.USAGE_ERROR:
         return
     # nothing to run is no error where the selection emptied it: every cell in the store (--resume), or a shard

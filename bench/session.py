@@ -96,7 +96,6 @@ class Session(experiments.Context):
     sweep_id: str | None = None  # what every record of this session names as its sweep
     worker: object = None  # bench.worker.Worker training the current round, where rounds run in fresh processes
     worker_round: int | None = None  # the round (repeat) the worker trains
-    lost: list = field(default_factory=list)  # lines about runs whose worker died before they could be recorded
 
     @classmethod
     def from_options(cls, given: dict) -> "Session":
@@ -239,9 +238,12 @@ class Session(experiments.Context):
         attempts = []
         for attempt in range(1, self.reruns + 2):
             if self.fresh_rounds:
-                rec = self._train_in_worker(cell, attempt, plan, on_epoch)
-                if rec is None:
-                    break
+                try:
+                    rec = self._train_in_worker(cell, attempt, plan, on_epoch)
+                except LostRun:
+                    if not attempts:
+                        raise
+                    break  # a rerun lost: the attempts stored before it stand
             else:
                 rec = run(cell, self.mnist, peak=self.calibration, on_epoch=on_epoch, attempt=attempt, plan=plan,
                           code_version=self.code_version)
@@ -251,8 +253,6 @@ class Session(experiments.Context):
             attempts.append(rec)
             if not rec.unstable or rec.status not in record.FINISHED:
                 break
-        if not attempts:
-            raise LostRun(self.lost[-1])
         kept = min(attempts, key=lambda r: record.stability_key(r.status, r.unstable, r.spread))
         if not is_timing(kept):
             self.untimed.append((nodeid, cell, kept))
@@ -282,10 +282,10 @@ class Session(experiments.Context):
             self.worker_round = cell.repeat
         return self.worker
 
-    def _train_in_worker(self, cell: RunConfig, attempt: int, plan, on_epoch) -> record.Record | None:
+    def _train_in_worker(self, cell: RunConfig, attempt: int, plan, on_epoch) -> record.Record:
         """The run, trained by its round's worker. A worker that dies leaves the run's record as it stood when
-        training began, as an error saying how the process ended (None, and a line in `lost`, if it died before
-        that), and the next run gets a fresh worker; one that fails outside a run leaves an error record too."""
+        training began, as an error saying how the process ended (LostRun if it died, or failed, before that), and
+        the next run gets a fresh worker."""
         from bench import worker
 
         try:
@@ -295,8 +295,7 @@ class Session(experiments.Context):
             self.close()
             rec = getattr(exc, "record", None)
             if rec is None:
-                self.lost.append(f"{cell.test_id}: not recorded: {exc}")
-                return None
+                raise LostRun(f"{cell.test_id}: not recorded: {exc}") from None
             rec.status, rec.error = "error", str(exc)
             return rec
 

@@ -46,6 +46,11 @@ class _Sigint:
         self.name = signal.Signals(signum).name
         raise KeyboardInterrupt
 
+    def reason(self) -> str:
+        """The interrupted run's error: 'interrupted (Ctrl-C / SIGINT) during training', or the signal's name."""
+        how = "Ctrl-C / SIGINT" if self.name == "SIGINT" else self.name
+        return f"interrupted ({how}) during training"
+
     @contextlib.contextmanager
     def watch(self):
         self.seen, self.name = False, "SIGINT"
@@ -255,14 +260,12 @@ def fit_and_classify(cfg: RunConfig, s: Setup) -> Outcome:
         except MemoryError as exc:
             status, error = "oom", f"out of host memory: {exc}"
         except KeyboardInterrupt:
-            how = "Ctrl-C / SIGINT" if sigint.name == "SIGINT" else sigint.name
-            status, error = "interrupted", f"interrupted ({how}) during training"
+            status, error = "interrupted", sigint.reason()
         except Exception as exc:  # a framework failure of this cell: a result, the sweep goes on
             text = str(getattr(exc, "message", None) or exc).strip()
             message = text.splitlines()[0][:300] if text else ""
             if sigint.seen:  # the interrupt, raised inside the framework's own code, came back as its error
-                how = "Ctrl-C / SIGINT" if sigint.name == "SIGINT" else sigint.name
-                status, error = "interrupted", f"interrupted ({how}) during training"
+                status, error = "interrupted", sigint.reason()
             elif backends.current().is_oom(exc):
                 status, error = "oom", f"out of memory: {message}"
             else:

@@ -47,7 +47,8 @@ class WorkerDied(RuntimeError):
 
 
 class WorkerFailed(RuntimeError):
-    """The worker raised outside a run (its setup: MNIST, the backend); the message is its traceback's last line."""
+    """The worker raised instead of answering (its setup: MNIST, the backend; or a bug outside what bench.train.run
+    records as a result); the message is its traceback's last line."""
 
 
 class Worker:

@@ -63,8 +63,7 @@ def _processes(values) -> str:
     """Which processes a file's runs trained in (the record's `process`): 'one per round', 'the sweep's', or
     'the sweep's (not recorded)' for records from before the per-round processes."""
     names = {"round": "one per round", "sweep": "the sweep's"}
-    return ", ".join(dict.fromkeys(names.get(v, "the sweep's (not recorded)") if isinstance(v, str)
-                                   else "the sweep's (not recorded)" for v in values))
+    return ", ".join(dict.fromkeys(names.get(v, "the sweep's (not recorded)") for v in values))
 
 
 def protocol_section(runs: pd.DataFrame) -> str:
